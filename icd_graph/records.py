@@ -1,0 +1,57 @@
+"""Typed records returned by the knowledge base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    code: str
+    description: str
+    kind: str
+    billable: bool
+    parent: str | None
+    depth: int
+    chapter: str | None
+    block: str | None
+
+
+@dataclass(frozen=True)
+class Note:
+    """An instructional note; `source` is the node that carries it (the code itself or an ancestor)."""
+
+    kind: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    code: str
+    description: str
+    score: float
+    matched: str
+    source: str
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One alphabetic-index term reached by navigation, with its codes resolved to billable ones."""
+
+    path: str
+    code: str | None
+    see: str | None
+    see_also: str | None
+    billable_codes: tuple[str, ...] = ()
+    source: str = "index"
+
+
+@dataclass(frozen=True)
+class Validation:
+    input: str
+    code: str | None
+    valid: bool
+    billable: bool
+    reason: str
+    completions: tuple[str, ...] = field(default_factory=tuple)
