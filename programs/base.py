@@ -1,0 +1,81 @@
+"""What the three pipelines share: the knowledge base kept out of the DSPy state, stage calls
+with a logged fallback on malformed LM output, and the result wrapped in a Prediction."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from programs.chunking import split_note
+from programs.guarantees import check_note
+from programs.result import CodedDiagnosis, CodingResult, StageTrace
+
+MAX_NOTE_CHARS = 12_000
+
+
+class CodingProgram(dspy.Module):
+    """A coding pipeline over a knowledge base. `forward(note)` returns a Prediction with
+    `codes` (billable codes) and `result` (a CodingResult).
+
+    The knowledge base and settings are plain attributes, so DSPy's saved state holds only the
+    predictors (demos and instructions) and copies made by optimizers share the same base.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, kb, max_note_chars: int = MAX_NOTE_CHARS):
+        super().__init__()
+        self.kb = kb
+        self.max_note_chars = max_note_chars
+
+    def __deepcopy__(self, memo):
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = value if key == "kb" else copy.deepcopy(value, memo)
+        return clone
+
+    def forward(self, note: str) -> dspy.Prediction:
+        check_note(note)
+        with dspy.track_usage() as usage:
+            codes, trace = self.code_note(note)
+        result = CodingResult(self.name, codes, trace, usage.get_total_tokens())
+        return dspy.Prediction(codes=result.code_list, result=result)
+
+    def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
+        raise NotImplementedError
+
+    def parts(self, note: str, trace: StageTrace) -> list[str]:
+        parts = split_note(note, self.max_note_chars)
+        if len(parts) > 1:
+            trace.log.append(f"note of {len(note)} characters read in {len(parts)} parts")
+        return parts
+
+
+def run_stage(predictor: dspy.Predict, trace: StageTrace, **inputs) -> dspy.Prediction | None:
+    """The predictor's output, or None (logged in `trace`) when the LM's answer cannot be parsed
+    even after the adapter's own retry; the caller then applies the stage's fallback."""
+    try:
+        return predictor(**inputs)
+    except AdapterParseError as exc:
+        trace.log.append(f"unparseable LM output ({_first_line(exc)}); stage fallback used")
+        return None
+
+
+def paired(first: list[str] | None, second: list[str] | None) -> list[tuple[str, str]]:
+    """Zip two parallel LM lists; a missing second item repeats the first."""
+    second = [str(item).strip() for item in second or []]
+    pairs = []
+    for i, item in enumerate(first or []):
+        item = str(item).strip()
+        if item:
+            pairs.append((item, second[i] if i < len(second) and second[i] else item))
+    return pairs
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else exc.__class__.__name__

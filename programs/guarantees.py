@@ -1,0 +1,169 @@
+"""What every program guarantees, whatever the LM says: notes are real text, every code is a
+valid billable code of the loaded release, every evidence span quotes the note."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from icd_graph.errors import IcdError
+from programs.errors import NoteError
+from programs.result import CodedDiagnosis, Evidence, StageTrace
+from programs.spans import TOKEN, locate
+
+UNSPECIFIC = ("unspecified", "without complications")
+
+
+def check_note(text: str, source: str = "the note") -> str:
+    """The note itself; NoteError for empty or binary text."""
+    if not isinstance(text, str) or "\x00" in text:
+        raise NoteError(f"{source} is binary, not text: give a plain-text clinical note")
+    if not text.strip():
+        raise NoteError(f"{source} is empty: give a clinical note with some text")
+    return text
+
+
+def tokens(text: str) -> set[str]:
+    return {token.lower() for token in TOKEN.findall(text) if len(token) > 1}
+
+
+@dataclass(frozen=True)
+class Repair:
+    """`code` is the billable code to use (None: drop `raw`); `reason` says what was done."""
+
+    raw: str
+    code: str | None
+    reason: str
+
+
+def repair_code(kb, raw: str, context: str = "") -> Repair:
+    """Map LM text to a billable code: kept when billable, completed through the knowledge base
+    when it is a valid but non-billable or incomplete code, dropped otherwise."""
+    text = raw.strip().strip(".,;:'\"` ")
+    if not text:
+        return Repair(raw, None, "empty code")
+    check = kb.validate(text)
+    if check.valid and check.billable:
+        return Repair(raw, check.code, "")
+    if check.completions:
+        chosen = best_billable(kb, check.completions, context)
+        return Repair(raw, chosen, f"{text} is not billable; completed to {chosen}")
+    return Repair(raw, None, check.reason or f"{text} is not a billable code of the loaded release")
+
+
+def best_billable(kb, codes: Sequence[str], context: str) -> str:
+    """The code whose description shares most words with `context`; ties go to the
+    'unspecified' code, then to code order."""
+    wanted = tokens(context)
+
+    def rank(code: str):
+        description = kb.require(code).description
+        return (-len(wanted & tokens(description)), "unspecified" not in description.lower(), code)
+
+    return min(codes, key=rank)
+
+
+class Assembler:
+    """Collects the codes a program settles on and turns them into checked result records."""
+
+    def __init__(self, kb, note: str):
+        self.kb = kb
+        self.note = note
+        self._codes: dict[str, tuple[list[Evidence], list[str]]] = {}
+
+    def add(self, raw: str, quotes: Iterable[str], rationale: str, trace: StageTrace, context: str = "") -> str | None:
+        """Repair `raw`, locate its quotes; log in `trace`. Returns the code kept, or None."""
+        repair = repair_code(self.kb, raw, context)
+        if repair.code is None:
+            trace.drop(raw, repair.reason)
+            return None
+        if repair.reason:
+            trace.log.append(repair.reason)
+        evidence, rationales = self._codes.setdefault(repair.code, ([], []))
+        for quote in quotes:
+            found = locate(self.note, quote)
+            if found.span is None:
+                trace.log.append(f"{repair.code}: evidence {quote!r} not found in the note; no span")
+            if all(found.span != known.span or found.quote != known.quote for known in evidence):
+                evidence.append(found)
+        if rationale and rationale not in rationales:
+            rationales.append(rationale)
+        if repair.code not in trace.kept:
+            trace.kept.append(repair.code)
+        return repair.code
+
+    def remove(self, code: str) -> None:
+        self._codes.pop(code, None)
+
+    @property
+    def codes(self) -> list[str]:
+        return sorted(self._codes)
+
+    def build(self) -> list[CodedDiagnosis]:
+        result = []
+        for code in self.codes:
+            evidence, rationales = self._codes[code]
+            located = sorted((e for e in evidence if e.span), key=lambda e: (e.span.start, e.span.end))
+            missing = [e for e in evidence if not e.span]
+            result.append(
+                CodedDiagnosis(
+                    code=code,
+                    description=self.kb.require(code).description,
+                    evidence=tuple(located + missing),
+                    rationale=" ".join(rationales),
+                )
+            )
+        return result
+
+
+_CODE_REF = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?"
+_REF = re.compile(rf"\b({_CODE_REF})(?:\s*-\s*({_CODE_REF})|\.?-)?")
+
+
+def referenced(text: str, code: str) -> bool:
+    """True when an instructional note's text names `code`: a code, a prefix ('E10.-') or a range ('E08-E13')."""
+    for match in _REF.finditer(text):
+        first, last = match.group(1), match.group(2)
+        if last:
+            if first[:3] <= code[:3] <= last[:3]:
+                return True
+        elif code.startswith(first):
+            return True
+    return False
+
+
+def reconcile(kb, codes: Sequence[str], trace: StageTrace) -> list[str]:
+    """The final set: duplicates, Excludes1 conflicts (the later code goes) and less specific
+    codes of a category that has a more specific one are removed; logged in `trace`."""
+    kept: list[str] = []
+    for code in codes:
+        if code in kept:
+            continue
+        conflict = next((other for other in kept if _excludes1(kb, other, code)), None)
+        if conflict:
+            trace.drop(code, f"Excludes1 conflict with {conflict}")
+            continue
+        kept.append(code)
+    vague = {code for code in kept if _unspecific(kb.require(code).description)}
+    final = []
+    for code in kept:
+        specific = [other for other in kept if other[:3] == code[:3] and other not in vague]
+        if code in vague and specific:
+            trace.drop(code, f"less specific than {specific[0]} in the same category")
+            continue
+        final.append(code)
+    return final
+
+
+def _unspecific(description: str) -> bool:
+    return any(marker in description.lower() for marker in UNSPECIFIC)
+
+
+def _excludes1(kb, a: str, b: str) -> bool:
+    """True when an Excludes1 note of `a` names `b` or one of `b` names `a`."""
+    return any(
+        note.kind == "excludes1" and referenced(note.text, y)
+        for x, y in ((a, b), (b, a))
+        for note in kb.notes(x, inherited=True)
+    )

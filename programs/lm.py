@@ -1,0 +1,50 @@
+"""Language-model set-up from a model string: any LiteLLM model, an OpenAI-compatible server,
+or the embedded local model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+
+LOCAL = "local"
+
+
+def make_lm(
+    model: str,
+    api_base: str | None = None,
+    *,
+    temperature: float = 0.0,
+    max_tokens: int = 1024,
+    num_retries: int = 3,
+    cache: bool = True,
+) -> dspy.LM:
+    """A `dspy.LM` for `model`.
+
+    - 'local' or 'local:/path/model.gguf': the embedded llama.cpp model (programs.local).
+    - 'openai/gpt-4o-mini', 'anthropic/...', 'ollama_chat/...', 'hosted_vllm/...': LiteLLM strings.
+    - With `api_base` and no provider prefix, the model is served by an OpenAI-compatible server
+      ('hosted_vllm/', which sends `max_tokens`, the limit llama.cpp and vLLM servers honour).
+    """
+    if model == LOCAL or model.startswith(f"{LOCAL}:"):
+        from programs.local import local_lm
+
+        return local_lm(model.partition(":")[2] or None)
+    if api_base and "/" not in model:
+        model = f"hosted_vllm/{model}"
+    extra = {"api_base": api_base} if api_base else {}
+    return dspy.LM(
+        model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        num_retries=num_retries,
+        cache=cache,
+        **extra,
+    )
+
+
+def history_cost(lm: dspy.LM, start: int = 0) -> float:
+    """The summed cost (USD) of the calls in `lm.history[start:]` that report one."""
+    return sum(entry.get("cost") or 0.0 for entry in lm.history[start:])

@@ -1,0 +1,96 @@
+"""The record every coding program returns: codes with evidence, a per-stage trace, LM usage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Span:
+    """Character offsets into the note (`note[start:end] == text`)."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A quote the LM gave and where it was found in the note (`span` is None when it was not).
+
+    `match` is exact | normalized | fuzzy | none.
+    """
+
+    quote: str
+    span: Span | None
+    match: str
+
+
+@dataclass(frozen=True)
+class CodedDiagnosis:
+    code: str
+    description: str
+    evidence: tuple[Evidence, ...]
+    rationale: str
+
+
+@dataclass(frozen=True)
+class Dropped:
+    item: str
+    reason: str
+
+
+@dataclass
+class StageTrace:
+    """What one stage proposed, what it kept and what it dropped (and why)."""
+
+    stage: str
+    proposed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def drop(self, item: str, reason: str) -> None:
+        self.dropped.append(Dropped(item, reason))
+
+
+@dataclass
+class CodingResult:
+    program: str
+    codes: list[CodedDiagnosis]
+    trace: list[StageTrace]
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def code_list(self) -> list[str]:
+        return [item.code for item in self.codes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> CodingResult:
+        codes = [
+            CodedDiagnosis(
+                code=item["code"],
+                description=item["description"],
+                evidence=tuple(
+                    Evidence(ev["quote"], Span(**ev["span"]) if ev["span"] else None, ev["match"])
+                    for ev in item["evidence"]
+                ),
+                rationale=item["rationale"],
+            )
+            for item in payload["codes"]
+        ]
+        trace = [
+            StageTrace(
+                stage=stage["stage"],
+                proposed=list(stage["proposed"]),
+                kept=list(stage["kept"]),
+                dropped=[Dropped(**d) for d in stage["dropped"]],
+                log=list(stage["log"]),
+            )
+            for stage in payload["trace"]
+        ]
+        return cls(program=payload["program"], codes=codes, trace=trace, usage=dict(payload.get("usage", {})))
