@@ -1,0 +1,101 @@
+"""The JSONL dataset format: one {"id", "text", "codes", "evidence"?, "mentions"?} object a line.
+
+evidence items are {"code", "start", "end"}, mentions {"phrase", "code"}. `write_jsonl` and
+`load_jsonl` round-trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from data.errors import DatasetError
+from data.gold import GoldCodes, Validator
+from data.records import Dataset, Evidence, LoadReport, Mention, NoteRecord
+
+
+def record_to_json(record: NoteRecord) -> dict:
+    line: dict = {"id": record.id, "text": record.text, "codes": list(record.codes)}
+    if record.evidence:
+        line["evidence"] = [{"code": e.code, "start": e.start, "end": e.end} for e in record.evidence]
+    if record.mentions:
+        line["mentions"] = [{"phrase": m.phrase, "code": m.code} for m in record.mentions]
+    return line
+
+
+def write_jsonl(records: Iterable[NoteRecord], path: Path) -> int:
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def parse_line(payload: object, where: str, gold: GoldCodes) -> NoteRecord:
+    if not isinstance(payload, dict):
+        raise DatasetError(f"{where}: expected a JSON object")
+    note_id, text, codes = payload.get("id"), payload.get("text"), payload.get("codes", [])
+    if not isinstance(note_id, (str, int)) or isinstance(note_id, bool) or str(note_id) == "":
+        raise DatasetError(f'{where}: "id" must be a non-empty string')
+    if not isinstance(text, str):
+        raise DatasetError(f'{where}: "text" must be a string')
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise DatasetError(f'{where}: "codes" must be a list of strings')
+    note_id = str(note_id)
+    try:
+        evidence = tuple(
+            Evidence(gold(note_id, item["code"]), int(item["start"]), int(item["end"]))
+            for item in payload.get("evidence") or ()
+        )
+        mentions = tuple(Mention(str(item["phrase"]), gold(note_id, item["code"])) for item in payload.get("mentions") or ())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise DatasetError(f'{where}: "evidence" items need code, start, end and "mentions" items phrase, code') from None
+    for item in evidence:
+        if not 0 <= item.start < item.end <= len(text):
+            raise DatasetError(f"{where}: evidence {item.start}-{item.end} for {item.code} is outside the text")
+    return NoteRecord(
+        id=note_id,
+        text=text,
+        codes=tuple(dict.fromkeys(gold(note_id, code) for code in codes)),
+        evidence=evidence,
+        mentions=mentions,
+    )
+
+
+def load_jsonl(path: Path, *, validator: Validator | None = None, name: str | None = None) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"JSONL dataset not found: {path}")
+    gold = GoldCodes(validator)
+    records: list[NoteRecord] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8", errors="strict") as handle:
+        try:
+            lines = handle.read().splitlines()
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: not UTF-8 text") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: malformed JSON ({exc.msg})") from None
+            record = parse_line(payload, where, gold)
+            if record.id in seen:
+                raise DatasetError(f"{where}: duplicate id {record.id!r}")
+            seen.add(record.id)
+            records.append(record)
+    return Dataset(
+        name or f"jsonl:{path}",
+        tuple(records),
+        LoadReport(
+            notes=len(records),
+            codes=sum(len(r.codes) for r in records),
+            flagged=tuple(gold.flagged),
+            validated=validator is not None,
+        ),
+    )
