@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.errors import DatasetError
-from data.gold import GoldCodes, Validator
+from data.checks import CodeChecker, Validator
 from data.labels import read_labels
 from data.records import Dataset, LoadReport, Mention, NoteRecord
 
@@ -80,7 +80,7 @@ def load_aci(
         remark = f"no labels given: {len(records)} notes with empty gold codes (pass --labels CSV to score)"
         return Dataset(name, records, LoadReport(notes=len(records), codes=0, validated=validator is not None, remarks=(remark,)))
     by_encounter = read_labels(labels)
-    gold = GoldCodes(validator)
+    gold = CodeChecker(validator)
     records = []
     for note_id, text in notes:
         rows = by_encounter.get(note_id)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from data.errors import DatasetError
-from data.gold import GoldCodes, Validator
+from data.checks import CodeChecker, Validator
 from data.records import Dataset, Evidence, LoadReport, Mention, NoteRecord
 
 
@@ -33,7 +33,7 @@ def write_jsonl(records: Iterable[NoteRecord], path: Path) -> int:
     return count
 
 
-def parse_line(payload: object, where: str, gold: GoldCodes) -> NoteRecord:
+def parse_line(payload: object, where: str, gold: CodeChecker) -> NoteRecord:
     if not isinstance(payload, dict):
         raise DatasetError(f"{where}: expected a JSON object")
     note_id, text, codes = payload.get("id"), payload.get("text"), payload.get("codes", [])
@@ -68,7 +68,7 @@ def load_jsonl(path: Path, *, validator: Validator | None = None, name: str | No
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"JSONL dataset not found: {path}")
-    gold = GoldCodes(validator)
+    gold = CodeChecker(validator)
     records: list[NoteRecord] = []
     seen: set[str] = set()
     with path.open(encoding="utf-8", errors="strict") as handle:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from data.errors import DatasetError
-from data.gold import GoldCodes, Validator
+from data.checks import CodeChecker, Validator
 from data.records import Dataset, Evidence, LoadReport, NoteRecord
 
 SPLITS = ("train", "val", "test")
@@ -96,7 +96,7 @@ def load_mdace(
     without_cm = sum(1 for _, spans in annotated if not spans)
     annotated = [(note_id, spans) for note_id, spans in annotated if spans]
     texts = read_note_texts(notes, (note_id for note_id, _ in annotated))
-    gold = GoldCodes(validator)
+    gold = CodeChecker(validator)
     records, outside = [], 0
     for note_id, spans in annotated:
         if note_id not in texts:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from data.aci import expand_splits, load_aci
 from data.errors import DatasetError
-from data.gold import Validator
+from data.checks import Validator
 from data.jsonl import load_jsonl
 from data.mdace import SETTINGS, SPLITS, load_mdace
 from data.records import Dataset

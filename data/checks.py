@@ -1,4 +1,4 @@
-"""Gold codes through the knowledge base: normalised when well formed, flagged when not billable.
+"""Codes through the knowledge base: normalised when well formed, flagged when not billable.
 
 A gold code is never dropped: a malformed one ('834.11A') is kept as given, a well-formed one
 that the release does not bill ('S83.91A', a category) is kept in its normalised spelling;
@@ -19,8 +19,8 @@ class Validator(Protocol):
     def validate(self, code: str) -> Validation: ...
 
 
-class GoldCodes:
-    """Checks the gold codes of a dataset one by one and remembers what it flagged."""
+class CodeChecker:
+    """Normalises codes one by one (gold or predicted) and remembers what it flagged."""
 
     def __init__(self, validator: Validator | None = None):
         self.validator = validator

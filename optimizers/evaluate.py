@@ -1,0 +1,122 @@
+"""Scores a predictions file ({"id", "codes", "evidence"?} per line) against a dataset."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.errors import DatasetError
+from data.checks import CodeChecker, Validator
+from data.records import Evidence, FlaggedCode, NoteRecord
+from optimizers.metrics import Scores, aggregate, score_note
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    codes: tuple[str, ...]
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset: str
+    scores: Scores
+    missing: tuple[str, ...]
+    unknown: tuple[str, ...]
+    flagged_predictions: tuple[FlaggedCode, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            **self.scores.as_dict(),
+            "missing_predictions": list(self.missing),
+            "unknown_ids": list(self.unknown),
+            "flagged_predictions": [{"note_id": f.note_id, "code": f.code, "reason": f.reason} for f in self.flagged_predictions],
+        }
+
+
+def result_evidence(result: dict) -> list[dict]:
+    """Evidence spans of a program's CodingResult dict (programs/result.py) in the file format."""
+    return [
+        {"code": item["code"], **{k: ev["span"][k] for k in ("start", "end")}}
+        for item in result.get("codes") or ()
+        for ev in item.get("evidence") or ()
+        if ev.get("span")
+    ]
+
+
+def parse_prediction(payload: object, where: str, check: CodeChecker) -> Prediction:
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), (str, int)):
+        raise DatasetError(f'{where}: expected an object with "id" and "codes"')
+    note_id, codes = str(payload["id"]), payload.get("codes")
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise DatasetError(f'{where}: "codes" must be a list of strings')
+    evidence = payload.get("evidence")
+    if evidence is None and isinstance(payload.get("result"), dict):
+        evidence = result_evidence(payload["result"])
+    try:
+        spans = tuple(Evidence(check(note_id, e["code"]), int(e["start"]), int(e["end"])) for e in evidence or ())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise DatasetError(f'{where}: "evidence" items need code, start and end') from None
+    return Prediction(note_id, tuple(dict.fromkeys(check(note_id, c) for c in codes)), spans)
+
+
+def read_predictions(path: Path, *, validator: Validator | None = None) -> tuple[tuple[Prediction, ...], tuple[FlaggedCode, ...]]:
+    """Predictions in file order, and the predicted codes that are malformed (or not billable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"predictions file not found: {path}")
+    check = CodeChecker(validator)
+    predictions: dict[str, Prediction] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            payload = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: malformed JSON ({exc.msg})") from None
+        prediction = parse_prediction(payload, where, check)
+        if prediction.id in predictions:
+            raise DatasetError(f"{where}: duplicate prediction for id {prediction.id!r}")
+        predictions[prediction.id] = prediction
+    return tuple(predictions.values()), tuple(check.flagged)
+
+
+def evaluate(
+    records: Sequence[NoteRecord],
+    predictions: Iterable[Prediction],
+    *,
+    dataset: str = "",
+    flagged_predictions: Sequence[FlaggedCode] = (),
+) -> Evaluation:
+    """Scores every record; a record without a prediction counts as an empty prediction and
+    predictions for ids outside the dataset are ignored. Both are listed in the result."""
+    by_id = {p.id: p for p in predictions}
+    empty = Prediction("", ())
+    notes = [
+        score_note(
+            r.id,
+            r.codes,
+            by_id.get(r.id, empty).codes,
+            text=r.text,
+            gold_evidence=r.evidence,
+            predicted_evidence=by_id.get(r.id, empty).evidence,
+        )
+        for r in records
+    ]
+    ids = {r.id for r in records}
+    return Evaluation(
+        dataset=dataset,
+        scores=aggregate(notes),
+        missing=tuple(r.id for r in records if r.id not in by_id),
+        unknown=tuple(p for p in by_id if p not in ids),
+        flagged_predictions=tuple(f for f in flagged_predictions if f.note_id in ids),
+    )
