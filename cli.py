@@ -66,6 +66,51 @@ def icd() -> None:
 # --- icd commands -------------------------------------------------------------------------
 
 
+@icd.command("build")
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="ICD10CM_SOURCE",
+    help="Folder, CDC zip or file with the CMS XML/CSV (default: $ICD10CM_SOURCE, else the "
+    "tabular list shipped with simple-icd-10-cm, without index).",
+)
+@db_option
+@json_option
+def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
+    """Build the knowledge base (one DuckDB file) from the ICD-10-CM source files."""
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from icd_graph.build import build
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True, disable=as_json,
+    ) as bar:
+        task = bar.add_task("Building", total=1)
+
+        def progress(step: str, done: int, total: int) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        report = build(source=source, db=resolve_db(db), progress=progress)
+    if as_json:
+        print_json(asdict(report))
+        return
+    table = Table(title=f"{report.release} (FY{report.fiscal_year})")
+    table.add_column("item")
+    table.add_column("count", justify="right")
+    for item, count in report.counts.items():
+        table.add_row(item, f"{count:,}")
+    console.print(table)
+    for file in report.sources:
+        console.print(f"[dim]{file.kind:<9}[/] {file.name}", highlight=False)
+    for name in report.ignored:
+        console.print(f"[dim]ignored[/]   {name}", highlight=False)
+    console.print(f"Wrote [bold]{report.db}[/] in {report.seconds:.1f} s", highlight=False)
+
+
 # --- data and evaluation commands ---------------------------------------------------------
 
 
