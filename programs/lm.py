@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
+from dspy.utils.exceptions import ContextWindowExceededError  # noqa: E402
+
+from programs.errors import ModelError  # noqa: E402
 
 LOCAL = "local"
 
@@ -48,3 +51,17 @@ def make_lm(
 def history_cost(lm: dspy.LM, start: int = 0) -> float:
     """The summed cost (USD) of the calls in `lm.history[start:]` that report one."""
     return sum(entry.get("cost") or 0.0 for entry in lm.history[start:])
+
+
+def model_error(exc: Exception, model: str) -> ModelError:
+    """A one-line ModelError for an LM failure that outlasted DSPy's retries."""
+    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+    if isinstance(exc, ContextWindowExceededError):
+        return ModelError(
+            f"the note does not fit the context window of {model} ({detail}); use a model with a longer "
+            "context or split the note"
+        )
+    return ModelError(
+        f"model {model} failed after retries: {detail}; check --model and --api-base, that the server "
+        "is running, and the API key"
+    )

@@ -1,0 +1,191 @@
+"""Code Like Humans: evidence extractor -> alphabetic-index navigator -> tabular validator ->
+code reconciler, the way a certified coder works."""
+
+from __future__ import annotations
+
+import re
+
+import dspy
+
+from programs.base import CodingProgram, paired, run_stage
+from programs.guarantees import Assembler, reconcile, tokens
+from programs.result import CodedDiagnosis, StageTrace
+from signatures import ExtractEvidence, NavigateIndex, ReconcileCodes, ValidateCandidates
+
+NOTE_KINDS = {
+    "inclusion_term": "Includes",
+    "includes": "Includes",
+    "excludes1": "Excludes1",
+    "excludes2": "Excludes2",
+    "code_first": "Code first",
+    "use_additional_code": "Use additional code",
+    "code_also": "Code also",
+}
+NUMBER = re.compile(r"\d+")
+
+
+class CodeLikeHumans(CodingProgram):
+    name = "clh"
+
+    def __init__(self, kb, max_steps: int = 3, max_entries: int = 25, max_candidates: int = 8, **options):
+        super().__init__(kb, **options)
+        self.max_steps = max_steps
+        self.max_entries = max_entries
+        self.max_candidates = max_candidates
+        self.extract = dspy.Predict(ExtractEvidence)
+        self.navigate = dspy.Predict(NavigateIndex)
+        self.validate = dspy.Predict(ValidateCandidates)
+        self.reconcile = dspy.Predict(ReconcileCodes)
+
+    def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
+        extract, navigate, validate, final = (StageTrace(s) for s in ("extract", "navigate", "validate", "reconcile"))
+        assembler = Assembler(self.kb, note)
+        statements = self.statements(note, extract)
+        for statement, lead_term in statements:
+            candidates = self.look_up(statement, lead_term, navigate)
+            if not candidates:
+                navigate.drop(statement, "no code found in the index or the tabular list")
+                continue
+            for code in self.check(statement, candidates, validate):
+                assembler.add(code, [statement], f"{statement!r} (index: {lead_term})", validate, statement)
+        self.settle([s for s, _ in statements], assembler, final)
+        return assembler.build(), [extract, navigate, validate, final]
+
+    def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
+        """(statement, lead term) pairs over every part of the note, without repeats."""
+        found: dict[str, tuple[str, str]] = {}
+        for part in self.parts(note, trace):
+            out = run_stage(self.extract, trace, note=part)
+            if out is None:
+                continue
+            for statement, lead_term in paired(out.statements, out.lead_terms):
+                trace.proposed.append(f"{statement} [{lead_term}]")
+                if statement.lower() in found:
+                    trace.drop(statement, "repeated statement")
+                    continue
+                found[statement.lower()] = (statement, lead_term)
+                trace.kept.append(statement)
+        return list(found.values())
+
+    def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> list[str]:
+        """Billable codes reached by walking the index from `lead_term` in at most `max_steps`
+        lookups (the LM picks an entry, follows 'see', or names another term); the tabular
+        search is the fallback when the index has nothing."""
+        term, seen = lead_term, set()
+        for _ in range(self.max_steps):
+            if not term or term.lower() in seen:
+                break
+            seen.add(term.lower())
+            entries = self.ranked_entries(term, statement)
+            if not entries:
+                trace.log.append(f"index: nothing under {term!r}")
+                break
+            listed = [f"{i}. {_show(entry)}" for i, entry in enumerate(entries, 1)]
+            out = run_stage(self.navigate, trace, statement=statement, lead_term=term, entries=listed)
+            choice = _number(out.choice) if out else _first_coded(entries)
+            if out is None:
+                trace.log.append(f"index: took entry {choice} under {term!r}")
+            if 1 <= choice <= len(entries):
+                entry = entries[choice - 1]
+                trace.proposed.append(f"{statement}: {entry.path}")
+                if entry.billable_codes:
+                    codes = self.closest(entry.billable_codes, statement)
+                    trace.kept.append(f"{entry.path} -> {', '.join(codes)}")
+                    return codes
+                term = entry.see or entry.see_also or ""
+                continue
+            term = out.next_term.strip() if out else ""
+        hits = self.kb.search(statement, k=self.max_candidates, source="tabular")
+        if hits:
+            trace.log.append(f"{statement!r}: index walk found no code; tabular search used")
+        return [hit.code for hit in hits]
+
+    def ranked_entries(self, term: str, statement: str) -> list:
+        """The index entries under `term`, those sharing most words with the statement first."""
+        wanted = tokens(statement)
+        entries = self.kb.index_lookup([term])
+        ranked = sorted(
+            enumerate(entries), key=lambda pair: (-len(wanted & tokens(pair[1].path)), pair[0])
+        )
+        return [entry for _, entry in ranked[: self.max_entries]]
+
+    def closest(self, codes, statement: str) -> list[str]:
+        wanted = tokens(statement)
+        ranked = sorted(codes, key=lambda c: (-len(wanted & tokens(self.kb.require(c).description)), c))
+        return ranked[: self.max_candidates]
+
+    def check(self, statement: str, candidates: list[str], trace: StageTrace) -> list[str]:
+        """The candidates the LM accepts after reading their tabular notes."""
+        shown = [self.describe(code) for code in candidates]
+        trace.proposed.extend(f"{statement}: {code}" for code in candidates)
+        out = run_stage(self.validate, trace, statement=statement, candidates=shown)
+        if out is None:
+            return candidates[:1]
+        accepted = [str(code).strip() for code in out.accepted or []]
+        for code in accepted:
+            if code not in candidates:
+                trace.log.append(f"{code} accepted for {statement!r} although not a candidate")
+        for code in candidates:
+            if code not in accepted:
+                trace.drop(code, f"not accepted for {statement!r}: {out.rationale.strip()}")
+        return accepted
+
+    def describe(self, code: str) -> str:
+        """'CODE: title | Excludes1: ...; Code first: ...' with inherited notes."""
+        notes = {}
+        for note in self.kb.notes(code, inherited=True):
+            label = NOTE_KINDS.get(note.kind)
+            if label:
+                notes.setdefault(label, []).append(note.text)
+        text = "; ".join(f"{label}: {', '.join(texts)}" for label, texts in notes.items())
+        title = f"{code}: {self.kb.require(code).description}"
+        return f"{title} | {text}" if text else title
+
+    def settle(self, statements: list[str], assembler: Assembler, trace: StageTrace) -> None:
+        """The LM's final set (it may add paired codes), then the rules: no duplicates, no
+        Excludes1 pairs, no less specific code beside a more specific one."""
+        codes = assembler.codes
+        if not codes:
+            return
+        trace.proposed.extend(codes)
+        out = run_stage(self.reconcile, trace, statements=statements, candidates=[self.describe(c) for c in codes])
+        chosen = [str(code).strip() for code in out.final_codes or []] if out else []
+        if not chosen:
+            trace.log.append("reconciler returned no codes; the validated codes are kept")
+            chosen = codes
+        rationale = "" if out is None else out.rationale.strip()
+        final: list[str] = []
+        for raw in chosen:
+            if raw in codes:
+                final.append(raw)
+                continue
+            added = assembler.add(raw, [], f"added at reconciliation: {rationale}", trace, " ".join(statements))
+            if added:
+                final.append(added)
+        for code in codes:
+            if code not in final:
+                trace.drop(code, f"removed at reconciliation: {rationale}")
+        final = reconcile(self.kb, final, trace)
+        for code in assembler.codes:
+            if code not in final:
+                assembler.remove(code)
+        trace.kept = sorted(final)
+
+
+def _show(entry) -> str:
+    if entry.code:
+        return f"{entry.path} -> {entry.code}"
+    if entry.see:
+        return f"{entry.path} -> see {entry.see}"
+    if entry.see_also:
+        return f"{entry.path} -> see also {entry.see_also}"
+    return entry.path
+
+
+def _number(text: str) -> int:
+    match = NUMBER.search(str(text))
+    return int(match.group()) if match else 0
+
+
+def _first_coded(entries) -> int:
+    return next((i for i, entry in enumerate(entries, 1) if entry.billable_codes), 0)

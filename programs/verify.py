@@ -1,0 +1,125 @@
+"""Verification: a first pass proposes codes -> each is expanded to its neighbours in the code
+graph -> the LM picks the best match per group, shown descriptions only."""
+
+from __future__ import annotations
+
+import re
+
+import dspy
+
+from icd_graph.errors import IcdError
+from programs.base import CodingProgram, paired, run_stage
+from programs.guarantees import Assembler, tokens
+from programs.result import CodedDiagnosis, StageTrace
+from signatures import ProposeCodes, SelectBestMatch
+
+EXPANSIONS = ("parent", "siblings", "cousins", "1hop", "2hop")
+NUMBER = re.compile(r"\d+")
+
+
+class Verify(CodingProgram):
+    name = "verify"
+
+    def __init__(self, kb, first_pass: CodingProgram | None = None, expansions=EXPANSIONS, max_options: int = 20, **options):
+        super().__init__(kb, **options)
+        self.first_pass = first_pass
+        self.propose = None if first_pass else dspy.Predict(ProposeCodes)
+        self.expansions = tuple(expansions)
+        self.max_options = max_options
+        self.select = dspy.Predict(SelectBestMatch)
+
+    def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
+        proposals, traces = self.proposals(note)
+        expand, select = StageTrace("expand"), StageTrace("select")
+        assembler = Assembler(self.kb, note)
+        for raw, quote in proposals:
+            group = self.group(raw, quote, expand)
+            if not group:
+                expand.drop(raw, "neither the code nor any neighbour is a billable code of the release")
+                continue
+            descriptions = [self.kb.require(code).description for code in group]
+            options = [f"{i}. {text}" for i, text in enumerate(descriptions, 1)]
+            out = run_stage(self.select, select, evidence=quote, options=options)
+            index = _choice(out.choice, descriptions) if out else None
+            if index is None:
+                code = raw if raw in group else group[0]
+                rationale = "first-pass code kept (selection unreadable)"
+            else:
+                code, rationale = group[index], out.rationale.strip()
+            select.proposed.append(f"{raw} -> {code}")
+            if code != raw:
+                select.log.append(f"{raw} replaced by {code}")
+            assembler.add(code, [quote], rationale, select, quote)
+        return assembler.build(), traces + [expand, select]
+
+    def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
+        """(code, evidence quote) pairs from the first pass, with its traces."""
+        if self.first_pass is not None:
+            result = self.first_pass(note=note).result
+            for stage in result.trace:
+                stage.stage = f"first_pass.{stage.stage}"
+            pairs = [
+                (item.code, (item.evidence[0].span.text if item.evidence and item.evidence[0].span else item.description))
+                for item in result.codes
+            ]
+            return pairs, result.trace
+        trace = StageTrace("propose")
+        found: dict[str, tuple[str, str]] = {}
+        for part in self.parts(note, trace):
+            out = run_stage(self.propose, trace, note=part)
+            if out is None:
+                continue
+            for code, quote in paired(out.codes, out.evidence):
+                trace.proposed.append(code)
+                if code.upper() in found:
+                    trace.drop(code, "repeated code")
+                    continue
+                found[code.upper()] = (code, quote)
+                trace.kept.append(code)
+        return list(found.values()), [trace]
+
+    def group(self, raw: str, quote: str, trace: StageTrace) -> list[str]:
+        """The proposed code (or its nearest known ancestor) and its billable neighbours,
+        those closest to the evidence first, in code order."""
+        anchor = self.nearest_known(raw)
+        if anchor is None:
+            return []
+        members = {anchor} if self.kb.require(anchor).billable else set()
+        for kind in self.expansions:
+            members.update(code for code in self.kb.expand(anchor, kind) if self.kb.require(code).billable)
+        if not members:
+            members.update(self.kb.validate(anchor).completions)
+        wanted = tokens(quote)
+        ranked = sorted(members, key=lambda c: (c != anchor, -len(wanted & tokens(self.kb.require(c).description)), c))
+        group = sorted(ranked[: self.max_options])
+        trace.proposed.append(f"{raw}: {len(members)} codes")
+        trace.kept.append(f"{raw}: {', '.join(group)}")
+        return group
+
+    def nearest_known(self, raw: str) -> str | None:
+        """`raw` if the release has it, else its longest known prefix (a hallucinated 'E11.99' -> 'E11.9')."""
+        text = raw.strip().upper()
+        check = self.kb.validate(text)
+        if check.valid:
+            return check.code
+        compact = text.replace(".", "")
+        for end in range(len(compact) - 1, 2, -1):
+            prefix = compact[:end]
+            candidate = f"{prefix[:3]}.{prefix[3:]}" if len(prefix) > 3 else prefix
+            try:
+                return self.kb.require(candidate).code
+            except IcdError:
+                continue
+        return None
+
+
+def _choice(answer: str, descriptions: list[str]) -> int | None:
+    """The 0-based option the LM chose: its number, else the description it copied."""
+    match = NUMBER.search(str(answer))
+    if match and 1 <= int(match.group()) <= len(descriptions):
+        return int(match.group()) - 1
+    text = str(answer).strip().lower()
+    for i, description in enumerate(descriptions):
+        if text and (text == description.lower() or description.lower() in text):
+            return i
+    return None
