@@ -114,6 +114,181 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
 # --- data and evaluation commands ---------------------------------------------------------
 
 
+def dataset_options(func):
+    """--labels and --mimic-notes, the inputs every --dataset spec may need besides env vars."""
+    func = click.option(
+        "--mimic-notes",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="MIMIC-III NOTEEVENTS.csv(.gz) with the note text of mdace:* datasets.",
+    )(func)
+    return click.option(
+        "--labels",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Gold-label CSV (encounter_id, code[, diagnosis_mention]) for aci:* datasets.",
+    )(func)
+
+
+def env_path(name: str) -> Path | None:
+    import os
+
+    return Path(os.environ[name]) if os.environ.get(name) else None
+
+
+def open_validator(db: Path | None):
+    """A context giving the knowledge base that validates gold codes, or None (with a warning)
+    when only the default location was meant and no file is there."""
+    from contextlib import nullcontext
+
+    from icd_graph.kb import KnowledgeBase
+
+    path = resolve_db(db)
+    if db is None and not path.exists():
+        err_console.print(f"[yellow]codes not validated:[/] no knowledge base at {path} (run `python cli.py icd build`)", highlight=False)
+        return nullcontext(None)
+    return KnowledgeBase(path)
+
+
+def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, validator):
+    """Loads a --dataset spec with the folders from ACI_BENCH_DIR / MDACE_DIR."""
+    from data.specs import load_dataset
+
+    return load_dataset(
+        spec,
+        aci_dir=env_path("ACI_BENCH_DIR"),
+        mdace_dir=env_path("MDACE_DIR"),
+        labels=labels,
+        mimic_notes=mimic_notes,
+        validator=validator,
+    )
+
+
+def print_load_report(dataset) -> None:
+    report = dataset.report
+    validated = "validated" if report.validated else "not validated"
+    err_console.print(f"[bold]{dataset.name}[/]: {report.notes} notes, {report.codes} gold codes ({validated})", highlight=False)
+    for remark in report.remarks:
+        err_console.print(f"  {remark}", highlight=False)
+    if report.flagged:
+        listed = ", ".join(f"{f.note_id} {f.code} ({f.reason})" for f in report.flagged[:10])
+        more = f" and {len(report.flagged) - 10} more" if len(report.flagged) > 10 else ""
+        err_console.print(f"  [yellow]{len(report.flagged)} gold codes kept but flagged:[/] {listed}{more}", highlight=False)
+
+
+@cli.group(name="data")
+def data_group() -> None:
+    """Datasets: aci:SPLITS, mdace:SPLIT[:SETTING], jsonl:PATH."""
+
+
+@data_group.command("export")
+@click.argument("dataset")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@dataset_options
+@db_option
+@json_option
+def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
+    """Write DATASET as JSONL (one {"id", "text", "codes", "evidence"?, "mentions"?} a line).
+
+    DATASET: aci:train|valid|test1|test2|test3|test|dev (join splits with '+'; dev = train+valid,
+    the encounters with public labels), mdace:train|val|test[:inpatient|profee], jsonl:PATH.
+    With --labels, aci notes without labels are left out (and counted)."""
+    from data.jsonl import write_jsonl
+
+    with open_validator(db) as validator:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
+    count = write_jsonl(loaded, out)
+    if as_json:
+        print_json({"dataset": loaded.name, "out": str(out), "written": count, **loaded.report.as_dict()})
+        return
+    print_load_report(loaded)
+    console.print(f"Wrote {count} notes to [bold]{out}[/]", highlight=False)
+
+
+@cli.command("evaluate")
+@click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:dev with --labels.")
+@click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False), required=True, help='JSONL of {"id", "codes", "evidence"?}.')
+@dataset_options
+@db_option
+@json_option
+def evaluate_command(dataset: str, predictions: Path, labels: Path | None, mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
+    """Score a predictions file against a dataset's gold codes: micro/macro and category P/R/F1,
+    exact match, evidence token F1. Notes without a prediction count as empty predictions."""
+    from data.errors import DatasetError
+    from optimizers.evaluate import evaluate, read_predictions
+
+    if dataset.startswith("aci:") and labels is None:
+        raise DatasetError("evaluate on aci:* needs gold codes: pass --labels CSV (columns encounter_id, code)")
+    with open_validator(db) as validator:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
+        predicted, flagged = read_predictions(predictions, validator=validator)
+    result = evaluate(loaded.records, predicted, dataset=loaded.name, flagged_predictions=flagged)
+    if as_json:
+        print_json({**result.as_dict(), "load_report": loaded.report.as_dict()})
+        return
+    print_load_report(loaded)
+    scores = result.scores
+    table = Table(title=f"{predictions.name} on {loaded.name} ({len(scores.notes)} notes)")
+    for column in ("metric", "precision", "recall", "F1"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    rows = [("codes, micro", scores.micro), ("codes, macro", scores.macro), ("category, micro", scores.category_micro), ("category, macro", scores.category_macro)]
+    if scores.evidence is not None:
+        rows.append(("evidence tokens", scores.evidence))
+    for name, prf in rows:
+        table.add_row(name, f"{prf.precision:.3f}", f"{prf.recall:.3f}", f"{prf.f1:.3f}")
+    console.print(table)
+    console.print(f"exact match {scores.exact_match:.3f}", highlight=False)
+    if result.missing:
+        console.print(f"[yellow]{len(result.missing)} notes without a prediction[/] (scored as empty): {', '.join(result.missing[:10])}", highlight=False)
+    if result.unknown:
+        console.print(f"[yellow]{len(result.unknown)} predictions for ids not in the dataset[/] (ignored): {', '.join(result.unknown[:10])}", highlight=False)
+    if result.flagged_predictions:
+        console.print(f"[yellow]{len(result.flagged_predictions)} predicted codes not valid billable codes[/]", highlight=False)
+
+
+@cli.command("retrieval-eval")
+@click.option("--dataset", required=True, help="Dataset spec, e.g. aci:dev with the medcoder --labels.")
+@click.option("--mode", type=click.Choice(["mentions", "notes"]), default="mentions", show_default=True)
+@click.option("--k", "ks", default="1,5,10,50", show_default=True, help="Comma-separated cut-offs.")
+@click.option("--retrievers", default=",".join(("tabular", "index", "all", "navigation")), show_default=True)
+@click.option("--sentences", is_flag=True, help="notes mode: query every sentence and fuse the rankings.")
+@dataset_options
+@db_option
+@json_option
+def retrieval_eval(
+    dataset: str, mode: str, ks: str, retrievers: str, sentences: bool, labels: Path | None, mimic_notes: Path | None, db: Path | None, as_json: bool
+) -> None:
+    """Candidate recall@k of the knowledge-base retrievers, no LM: gold mention phrases
+    (mentions) or whole notes (notes) as queries."""
+    from data.errors import DatasetError
+    from icd_graph.kb import KnowledgeBase
+    from optimizers.retrieval import candidate_recall, kb_retrievers
+
+    try:
+        cutoffs = [int(k) for k in ks.split(",")]
+    except ValueError:
+        raise DatasetError(f"--k must be comma-separated integers, got {ks!r}") from None
+    if not cutoffs or min(cutoffs) < 1:
+        raise DatasetError(f"--k must be positive integers, got {ks!r}")
+    with KnowledgeBase(resolve_db(db)) as kb:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, kb)
+        report = candidate_recall(loaded.records, kb_retrievers(kb, retrievers.split(",")), mode=mode, ks=cutoffs, sentences=sentences)
+    if as_json:
+        print_json({"dataset": loaded.name, **report.as_dict()})
+        return
+    print_load_report(loaded)
+    what = "mention phrases" if mode == "mentions" else "notes" + (" (sentences fused)" if report.sentences else "")
+    table = Table(title=f"Candidate recall on {loaded.name}: {report.queries} {what}, {report.gold_codes} gold codes")
+    table.add_column("retriever")
+    for k in report.ks:
+        table.add_column(f"code@{k}", justify="right")
+    for k in report.ks:
+        table.add_column(f"cat@{k}", justify="right")
+    for recall in report.recalls:
+        table.add_row(recall.retriever, *(f"{recall.code[k]:.2f}" for k in report.ks), *(f"{recall.category[k]:.2f}" for k in report.ks))
+    console.print(table)
+
+
 # --- predict ------------------------------------------------------------------------------
 
 
