@@ -292,6 +292,116 @@ def retrieval_eval(
 # --- predict ------------------------------------------------------------------------------
 
 
+@cli.command()
+@click.argument("note", required=False)
+@click.option("--program", "program_name", default=None,
+              help="medcoder | clh | verify | a compiled .json (default: the compiled program shipped for "
+              "the model, else clh).")
+@click.option("--model", default="local", show_default=True,
+              help="'local' (embedded), 'local:/path.gguf', or a LiteLLM model string (openai/..., "
+              "anthropic/..., ollama_chat/..., hosted_vllm/...).")
+@click.option("--api-base", default=None, help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--input", "input_spec", default=None,
+              help="Batch input: notes.jsonl or a dataset spec (aci:valid, mdace:test, jsonl:PATH).")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Batch output JSONL; a rerun skips notes already in it.")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
+@click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
+              help="LM retries (with backoff) before giving up.")
+@db_option
+@json_option
+def predict(note, program_name, model, api_base, input_spec, output, threads, retries, db, as_json) -> None:
+    """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
+    from icd_graph.kb import KnowledgeBase
+    from programs.errors import BatchError
+    from programs.lm import make_lm
+    from programs.registry import default_program, load_program
+
+    if (note is None) == (input_spec is None):
+        raise BatchError("give either NOTE (a file or -) or --input with --output")
+    if input_spec is not None and output is None:
+        raise BatchError("--input needs --output PATH.jsonl for the predictions")
+    text = read_note_arg(note) if note is not None else None
+    with KnowledgeBase(resolve_db(db)) as kb:
+        program = load_program(program_name or default_program(model), kb)
+        lm = make_lm(model, api_base, num_retries=retries)
+        if text is not None:
+            predict_one(program, text, lm, as_json)
+        else:
+            predict_batch(program, input_spec, output, lm, threads, as_json)
+
+
+def read_note_arg(note: str) -> str:
+    from programs.errors import NoteError
+    from programs.guarantees import decode_note
+
+    if note == "-":
+        return decode_note(sys.stdin.buffer.read(), "standard input")
+    try:
+        return decode_note(Path(note).read_bytes(), note)
+    except OSError as exc:
+        raise NoteError(f"cannot read note {note}: {exc.strerror or exc}") from None
+
+
+def predict_one(program, text: str, lm, as_json: bool) -> None:
+    from programs.batch import code_note
+
+    result = code_note(program, text, lm)
+    if as_json:
+        print_json({"codes": result.code_list, "result": result.to_dict()})
+        return
+    table = Table(title=f"{result.program}: {len(result.codes)} codes")
+    for column in ("code", "description", "evidence", "rationale"):
+        table.add_column(column)
+    for item in result.codes:
+        quotes = "\n".join(f"[{e.span.start}:{e.span.end}] {e.span.text}" for e in item.evidence if e.span)
+        table.add_row(item.code, item.description, quotes or "(not found in note)", item.rationale)
+    console.print(table)
+    for stage in result.trace:
+        dropped = ", ".join(f"{d.item} ({d.reason})" for d in stage.dropped)
+        console.print(f"[dim]{stage.stage}:[/] {len(stage.proposed)} proposed, {len(stage.kept)} kept"
+                      + (f"; dropped {dropped}" if dropped else ""), highlight=False)
+    print_usage(result.usage, None)
+
+
+def predict_batch(program, input_spec: str, output: Path, lm, threads: int, as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from programs.batch import run_batch
+
+    spec = input_spec if ":" in input_spec.split("/")[0] else f"jsonl:{input_spec}"
+    records = load_cli_dataset(spec, None, None, None).records
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True, disable=as_json,
+    ) as bar:
+        task = bar.add_task("Coding", total=len(records))
+        bar.update(task, completed=0)
+        summary = run_batch(program, records, output, lm, threads=threads,
+                            on_note=lambda note_id: bar.advance(task))
+    payload = {
+        "output": str(summary.output), "written": summary.written, "skipped": summary.skipped,
+        "failed": [{"id": i, "error": e} for i, e in summary.failed], "usage": summary.usage, "cost": summary.cost,
+    }
+    if as_json:
+        print_json(payload)
+        return
+    console.print(f"Wrote {summary.written} notes to [bold]{summary.output}[/] "
+                  f"({summary.skipped} already there, {len(summary.failed)} failed)", highlight=False)
+    for note_id, error in summary.failed:
+        err_console.print(f"[yellow]{note_id}:[/] {error}", highlight=False)
+    print_usage(summary.usage, summary.cost)
+
+
+def print_usage(usage: dict, cost: float | None) -> None:
+    for model_name, counts in sorted(usage.items()):
+        console.print(f"[dim]{model_name}: {counts.get('prompt_tokens', 0):,} prompt + "
+                      f"{counts.get('completion_tokens', 0):,} completion tokens[/]", highlight=False)
+    if cost:
+        console.print(f"[dim]cost: ${cost:.4f}[/]", highlight=False)
+
+
+
 # --- compile and compare ------------------------------------------------------------------
 
 

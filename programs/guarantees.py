@@ -167,3 +167,14 @@ def _excludes1(kb, a: str, b: str) -> bool:
         for x, y in ((a, b), (b, a))
         for note in kb.notes(x, inherited=True)
     )
+
+
+def decode_note(data: bytes, source: str) -> str:
+    """Note text from raw bytes (UTF-8); NoteError for binary, undecodable or empty input."""
+    if b"\x00" in data:
+        raise NoteError(f"{source} is binary, not text: give a plain-text clinical note")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise NoteError(f"{source} is not UTF-8 text: convert it (e.g. `iconv -t utf-8`) and retry") from None
+    return check_note(text, source)
