@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import IO, NamedTuple
 from icd_graph.errors import SourceError
 
 PATH_SEPARATOR = ", "
+# A printed code, possibly incomplete or in brackets: 'E11.31-', 'D24.-', '[F02.80]'.
+_CODE_LIKE = re.compile(r"\[?[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{0,4})?\.?-?\]?", re.IGNORECASE)
 CSV_COLUMNS = ("RowID", "Letter", "Level", "Term", "See", "SeeAlso", "NonEssModif", "Code")
 
 
@@ -60,7 +63,8 @@ def read_index_xml(path: Path, source: str = "index", start_id: int = 1) -> list
     """Terms of the official Alphabetic Index or External Cause Index XML (`source='eindex'`).
 
     `code` holds the printed code, or the category of a 'see category' (`seecat`) or
-    'see subcategory' (`subcat`) reference when no code is printed.
+    'see subcategory' (`subcat`) reference when no code is printed. A `manif` that is text,
+    not a code (one in the neoplasm table), is appended to the title after ' - '.
     """
     return [row for row, _ in walk_index_xml(parse_index_root(path), source, start_id)]
 
@@ -74,6 +78,9 @@ def walk_index_xml(root: ET.Element, source: str, start_id: int = 1) -> Iterator
         while stack:
             element, parent_id, level, parent_path = stack.pop()
             title, nemod = _title(element)
+            manif = _child_text(element, "manif")
+            if manif and not _CODE_LIKE.fullmatch(manif):
+                title, manif = f"{title} - {manif}", None
             path = f"{parent_path}{PATH_SEPARATOR}{title}" if parent_path else title
             row = TermRow(
                 id=next_id,
@@ -84,7 +91,7 @@ def walk_index_xml(root: ET.Element, source: str, start_id: int = 1) -> Iterator
                 nemod=nemod,
                 path=path,
                 code=_child_text(element, "code") or _child_text(element, "subcat") or _child_text(element, "seecat"),
-                manif=_strip_brackets(_child_text(element, "manif")),
+                manif=_strip_brackets(manif),
                 see=_child_text(element, "see"),
                 see_also=_child_text(element, "seeAlso"),
             )
