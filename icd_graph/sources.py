@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import re
 import shutil
 import tempfile
@@ -19,7 +20,6 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from icd_graph.errors import SourceError
@@ -63,8 +63,14 @@ class Sources:
 
 
 def default_source() -> Path:
-    """The folder of the tabular XML shipped inside the simple-icd-10-cm package (no index)."""
-    return Path(str(resources.files("simple_icd_10_cm") / "data"))
+    """The folder of the tabular XML shipped inside the simple-icd-10-cm package (no index).
+
+    Found without importing the package, which parses its data on import.
+    """
+    spec = importlib.util.find_spec("simple_icd_10_cm")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("no --source given and simple-icd-10-cm is not installed: pip install simple-icd-10-cm")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 @contextmanager
