@@ -52,7 +52,10 @@ SELECT raw_code, NULL, 'unknown' FROM raw_codes WHERE raw_code NOT IN (SELECT ra
 
 _REPORT = """
 INSERT INTO build_report
-SELECT 'index codes ' || status, count(DISTINCT raw_code) FROM index_codes GROUP BY status
+SELECT 'index codes ' || s.status, count(DISTINCT c.raw_code)
+FROM (VALUES ('billable', 1), ('completed', 2), ('unknown', 3)) s(status, rank)
+LEFT JOIN index_codes c USING (status)
+GROUP BY s.status, s.rank ORDER BY s.rank
 """
 
 
