@@ -301,6 +301,8 @@ def retrieval_eval(
               help="'local' (embedded), 'local:/path.gguf', or a LiteLLM model string (openai/..., "
               "anthropic/..., ollama_chat/..., hosted_vllm/...).")
 @click.option("--api-base", default=None, help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
+@click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY "
+              "or the provider's own variable).")
 @click.option("--input", "input_spec", default=None,
               help="Batch input: notes.jsonl or a dataset spec (aci:valid, mdace:test, jsonl:PATH).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -310,7 +312,7 @@ def retrieval_eval(
               help="LM retries (with backoff) before giving up.")
 @db_option
 @json_option
-def predict(note, program_name, model, api_base, input_spec, output, threads, retries, db, as_json) -> None:
+def predict(note, program_name, model, api_base, api_key, input_spec, output, threads, retries, db, as_json) -> None:
     """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
     from icd_graph.kb import KnowledgeBase
     from programs.errors import BatchError
@@ -324,7 +326,7 @@ def predict(note, program_name, model, api_base, input_spec, output, threads, re
     text = read_note_arg(note) if note is not None else None
     with KnowledgeBase(resolve_db(db)) as kb:
         program = load_program(program_name or default_program(model), kb)
-        lm = make_lm(model, api_base, num_retries=retries)
+        lm = make_lm(model, api_base, api_key=api_key, num_retries=retries)
         if text is not None:
             predict_one(program, text, lm, as_json)
         else:

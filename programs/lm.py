@@ -19,6 +19,7 @@ def make_lm(
     model: str,
     api_base: str | None = None,
     *,
+    api_key: str | None = None,
     temperature: float = 0.0,
     max_tokens: int = 1024,
     num_retries: int = 3,
@@ -30,6 +31,7 @@ def make_lm(
     - 'openai/gpt-4o-mini', 'anthropic/...', 'ollama_chat/...', 'hosted_vllm/...': LiteLLM strings.
     - With `api_base` and no provider prefix, the model is served by an OpenAI-compatible server
       ('hosted_vllm/', which sends `max_tokens`, the limit llama.cpp and vLLM servers honour).
+      'openai/...' with `api_base` needs `api_key` (or OPENAI_API_KEY) even for a local server.
     """
     if model == LOCAL or model.startswith(f"{LOCAL}:"):
         from programs.local import local_lm
@@ -37,7 +39,7 @@ def make_lm(
         return local_lm(model.partition(":")[2] or None)
     if api_base and "/" not in model:
         model = f"hosted_vllm/{model}"
-    extra = {"api_base": api_base} if api_base else {}
+    extra = {key: value for key, value in (("api_base", api_base), ("api_key", api_key)) if value}
     return dspy.LM(
         model,
         temperature=temperature,

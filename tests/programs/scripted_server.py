@@ -1,0 +1,125 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1 for end-to-end tests: it answers
+/v1/chat/completions in DSPy's ChatAdapter format, choosing the reply by which signature the
+prompt is for (the output fields named in the system message)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CODE = re.compile(r"\b[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?\b")
+Reply = Callable[[str], "dict[str, object] | str"]
+
+
+def section(text: str, name: str) -> str:
+    """The value of input field `name` in a ChatAdapter user message."""
+    match = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\[\[ ## |\Z)", text, flags=re.S)
+    return match.group(1).strip() if match else ""
+
+
+def first_code(text: str, name: str) -> str:
+    found = CODE.findall(section(text, name))
+    return found[0] if found else "NONE"
+
+
+def all_codes(text: str, name: str) -> list[str]:
+    return list(dict.fromkeys(re.findall(r'"([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?):', section(text, name))))
+
+
+# The signature of a prompt is told by the output field it asks for (checked in this order).
+DEFAULT_SCRIPT: dict[str, Reply] = {
+    "diagnoses": lambda user: {
+        "diagnoses": ["Essential hypertension", "Type 2 diabetes mellitus with hyperglycemia"],
+        "evidence": ["Essential hypertension, above goal.", "uncontrolled with hyperglycemia"],
+    },
+    "statements": lambda user: {
+        "statements": ["Essential hypertension, above goal.", "Hyperlipidemia. Continue atorvastatin"],
+        "lead_terms": ["Hypertension", "Hyperlipidemia"],
+    },
+    "next_term": lambda user: {"choice": "1", "next_term": ""},
+    "accepted": lambda user: {"accepted": [first_code(user, "candidates")], "rationale": "The title matches."},
+    "final_codes": lambda user: {"final_codes": all_codes(user, "candidates"), "rationale": "No conflicts."},
+    "code": lambda user: {"code": first_code(user, "candidates"), "rationale": "Best match."},
+    "options": lambda user: {"choice": "1", "rationale": "Most precise description."},
+    "codes": lambda user: {
+        "codes": ["I10", "E11", "Z99.999"],
+        "evidence": ["Essential hypertension, above goal.", "Type 2 diabetes mellitus", "made up"],
+    },
+}
+# Output fields that identify a signature (the first one found in the system message wins).
+MARKERS = [
+    ("diagnoses", "diagnoses"),
+    ("statements", "statements"),
+    ("next_term", "next_term"),
+    ("accepted", "accepted"),
+    ("final_codes", "final_codes"),
+    ("options", "options"),
+    ("code", "code"),
+    ("codes", "codes"),
+]
+
+
+def render(fields: dict[str, object] | str) -> str:
+    if isinstance(fields, str):
+        return fields
+    parts = []
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        parts.append(f"[[ ## {name} ## ]]\n{text}")
+    return "\n\n".join(parts + ["[[ ## completed ## ]]"])
+
+
+class ScriptedServer:
+    """`with ScriptedServer() as server:` serves at `server.url` ('http://127.0.0.1:PORT/v1')."""
+
+    def __init__(self, script: dict[str, Reply] | None = None):
+        self.script = {**DEFAULT_SCRIPT, **(script or {})}
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                content = server.answer(body["messages"])
+                payload = {
+                    "id": "chatcmpl-scripted",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "scripted"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def answer(self, messages: list[dict]) -> str:
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        user = messages[-1]["content"]
+        outputs = system.split("Your output fields are:")[-1].split("All interactions")[0]
+        for marker, key in MARKERS:
+            if f"`{marker}`" in outputs:
+                return render(self.script[key](user))
+        return render({})
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
