@@ -1,0 +1,143 @@
+"""Compile the toy two-stage program with each optimizer against a scripted LM whose answers
+are right only with demos or the right instruction; save, load and refuse compiled files."""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+import pytest
+from scripted import DEV, KEYWORD, TRAIN, Toy, make_examples, scripted_lm
+
+from optimizers.compile import (
+    CompileFailed,
+    CompiledFileError,
+    apply_compiled,
+    load_compiled,
+    run_metadata,
+    run_optimizer,
+    save_compiled,
+)
+from optimizers.registry import Bootstrap, Settings, get_optimizer
+
+HARD_TRAIN = make_examples(["diabetes with retinopathy", "essential hypertension", "asthma exacerbation"], easy=False)
+SETTINGS = Settings(max_demos=2, candidates=2)
+
+
+@pytest.fixture(autouse=True)
+def lm():
+    lm = scripted_lm()
+    with dspy.context(lm=lm):
+        yield lm
+
+
+def instructions(program: dspy.Module) -> str:
+    return program.assign.signature.instructions
+
+
+@pytest.mark.parametrize("name", ["bootstrap", "random-search", "mipro"])
+def test_demo_optimizers_raise_dev_f1(name, lm):
+    run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer(name), SETTINGS, proposer=lm)
+    assert run.status == "complete"
+    assert run.before.micro_f1 == 0.0
+    assert run.after.micro_f1 == 1.0
+    assert run.lm_calls > 0
+
+
+def test_gepa_rewrites_the_instruction_from_feedback(lm):
+    run = run_optimizer(Toy(), HARD_TRAIN, DEV, get_optimizer("gepa"), SETTINGS, proposer=lm)
+    assert run.status == "complete"
+    assert (run.before.micro_f1, run.after.micro_f1) == (0.0, 1.0)
+    assert KEYWORD in instructions(run.program)
+    assert run.program.assign.demos == []
+
+
+def test_bootstrap_demos_go_to_every_stage(lm):
+    run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer("bootstrap"), SETTINGS)
+    assert len(run.program.extract.demos) == 2
+    assert len(run.program.assign.demos) == 2
+
+
+def test_weak_proposer_fails_with_a_clear_message():
+    weak = scripted_lm(proposer_reply=None)
+    for name in ("mipro", "gepa"):
+        with pytest.raises(CompileFailed, match="--reflection-model"):
+            run_optimizer(Toy(), TRAIN, DEV, get_optimizer(name), SETTINGS, proposer=weak)
+
+
+def test_ctrl_c_keeps_the_best_program_evaluated_so_far():
+    # before-eval 6 calls, then random-search: zero-shot eval 6, labelled eval 6,
+    # unshuffled bootstrap 6 + eval 6 (the best, F1 1.0); Ctrl-C in the next candidate
+    interrupted = scripted_lm(interrupt_at=33)
+    with dspy.context(lm=interrupted):
+        run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer("random-search"), SETTINGS)
+    assert run.status == "interrupted"
+    assert run.after is None
+    assert run.program.assign.demos
+    assert run_optimizer_free_score(run.program) == 1.0
+
+
+def test_ctrl_c_in_bootstrap_keeps_the_demos_gathered():
+    # before-eval 6 calls; the first training note bootstraps (2 calls); Ctrl-C in the second
+    with dspy.context(lm=scripted_lm(interrupt_at=6 + 3)):
+        run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer("bootstrap"), SETTINGS)
+    assert run.status == "interrupted"
+    assert len(run.program.assign.demos) == 1
+
+
+def run_optimizer_free_score(program: dspy.Module) -> float:
+    from optimizers.compile import evaluate_dev
+
+    return evaluate_dev(program, DEV).micro_f1
+
+
+class Unbounded(Bootstrap):
+    """A plan that ignores the budget, to exercise the hard cap."""
+
+    def plan(self, shape, settings):
+        return super().plan(shape, Settings(max_demos=settings.max_demos))
+
+
+def test_budget_is_a_hard_cap():
+    run = run_optimizer(Toy(), TRAIN * 3, DEV, Unbounded(), Settings(budget=4, max_demos=4))
+    assert run.status == "budget-exhausted"
+    before, after = 6, 6
+    assert run.lm_calls - before - after <= 4
+
+
+def test_save_load_round_trip(tmp_path, lm):
+    run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer("bootstrap"), SETTINGS)
+    metadata = run_metadata(run, SETTINGS, model="scripted/toy", kb_release="ICD-10-CM April 1 2026")
+    path = save_compiled(tmp_path / "toy.json", "toy", run.program, metadata)
+
+    compiled = load_compiled(path, program="toy", kb_release="ICD-10-CM April 1 2026")
+    loaded = apply_compiled(Toy(), compiled)
+    assert json.dumps(loaded.dump_state(), sort_keys=True) == json.dumps(run.program.dump_state(), sort_keys=True)
+    assert [loaded(note=e.note).codes for e in DEV] == [run.program(note=e.note).codes for e in DEV]
+    assert compiled.metadata["scores"]["after"]["micro_f1"] == 1.0
+    assert compiled.metadata["optimizer"] == "bootstrap"
+    assert compiled.metadata["versions"]["dspy"] == dspy.__version__
+
+
+def test_refuses_another_program_or_release(tmp_path):
+    path = save_compiled(tmp_path / "toy.json", "clh", Toy(), {"format": "icd-coder.compiled/1", "kb_release": "A"})
+    with pytest.raises(CompiledFileError, match="compiled for program 'clh', not 'medcoder'"):
+        load_compiled(path, program="medcoder")
+    with pytest.raises(CompiledFileError, match="knowledge base 'A' but the loaded one is 'B'"):
+        load_compiled(path, program="clh", kb_release="B")
+    with pytest.raises(CompiledFileError, match="no compiled program"):
+        load_compiled(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CompiledFileError, match="not a compiled program"):
+        load_compiled(tmp_path / "bad.json")
+
+
+def test_state_of_another_structure_is_refused(tmp_path):
+    class OneStage(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.only = dspy.Predict("note -> codes")
+
+    path = save_compiled(tmp_path / "one.json", "toy", OneStage(), {"format": "icd-coder.compiled/1"})
+    with pytest.raises(CompiledFileError, match="does not fit"):
+        apply_compiled(Toy(), load_compiled(path), path)
