@@ -159,7 +159,8 @@ WHERE z.size <= $max AND {same_seventh}
 
 
 def index_edges(con: duckdb.DuckDBPyConnection, max_linked_codes: int = MAX_LINKED_CODES) -> None:
-    """Add undirected `graph_edges` between billable codes that the index ties together.
+    """Add undirected `graph_edges` between billable codes that the index ties together
+    (run `resolve_codes` first: edges join codes through `index_codes`).
 
     'index_path': the codes of a term and those of its nearest coded ancestor (column by
     column in the tables), and a term's code with its manifestation code. 'see': the codes of
