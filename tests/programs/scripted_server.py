@@ -25,6 +25,17 @@ def first_code(text: str, name: str) -> str:
     return found[0] if found else "NONE"
 
 
+def closest_code(text: str) -> str:
+    """The candidate whose description shares most words with the diagnosis (first on ties)."""
+    wanted = set(re.findall(r"\w+", section(text, "diagnosis").lower()))
+    best, score = "NONE", -1
+    for code, description in re.findall(r'"([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?): ([^"]*)"', section(text, "candidates")):
+        common = len(wanted & set(re.findall(r"\w+", description.lower())))
+        if common > score:
+            best, score = code, common
+    return best
+
+
 def all_codes(text: str, name: str) -> list[str]:
     return list(dict.fromkeys(re.findall(r'"([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?):', section(text, name))))
 
@@ -42,10 +53,10 @@ DEFAULT_SCRIPT: dict[str, Reply] = {
     "next_term": lambda user: {"choice": "1", "next_term": ""},
     "accepted": lambda user: {"accepted": [first_code(user, "candidates")], "rationale": "The title matches."},
     "final_codes": lambda user: {"final_codes": all_codes(user, "candidates"), "rationale": "No conflicts."},
-    "code": lambda user: {"code": first_code(user, "candidates"), "rationale": "Best match."},
+    "code": lambda user: {"code": closest_code(user), "rationale": "Best match."},
     "options": lambda user: {"choice": "1", "rationale": "Most precise description."},
     "codes": lambda user: {
-        "codes": ["I10", "E11", "Z99.999"],
+        "codes": ["I10", "E11", "U99.99"],
         "evidence": ["Essential hypertension, above goal.", "Type 2 diabetes mellitus", "made up"],
     },
 }

@@ -1,0 +1,105 @@
+"""`python cli.py predict` end to end: real DSPy -> LiteLLM -> HTTP to the scripted server."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def predict(*args, **kwargs):
+    return CliRunner().invoke(cli, ["predict", *map(str, args)], **kwargs)
+
+
+def test_one_note_end_to_end_in_a_subprocess(kb_path, server, diabetes_note, tmp_path):
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "cli.py", "predict", "data/examples/diabetes_followup.txt", "--program", "clh",
+         "--model", "scripted", "--api-base", server.url, "--db", str(kb_path), "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["codes"] and payload["codes"] == [c["code"] for c in payload["result"]["codes"]]
+    spans = 0
+    for item in payload["result"]["codes"]:
+        for evidence in item["evidence"]:
+            if evidence["span"]:
+                span = evidence["span"]
+                assert diabetes_note[span["start"] : span["end"]] == span["text"]
+                spans += 1
+    assert spans
+
+
+def test_table_output_and_stdin(kb_path, server, diabetes_note):
+    result = predict("-", "--program", "medcoder", "--model", "scripted", "--api-base", server.url,
+                     "--db", kb_path, input=diabetes_note)
+    assert result.exit_code == 0, result.output
+    assert "I10" in result.output and "prompt" in result.output
+
+
+@pytest.mark.parametrize("content", [b"   \n", b"\x00\x01\x02"])
+def test_empty_or_binary_note_is_one_line_error(kb_path, server, tmp_path, content):
+    note = tmp_path / "note.txt"
+    note.write_bytes(content)
+    result = predict(note, "--model", "scripted", "--api-base", server.url, "--db", kb_path)
+    assert result.exit_code == 1
+    assert "note.txt" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unreachable_model_is_one_line_error(kb_path, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    note = REPO / "data" / "examples" / "knee_injury.txt"
+    result = predict(note, "--program", "verify", "--model", "scripted", "--api-base", f"http://127.0.0.1:{port}/v1",
+                     "--retries", "0", "--db", kb_path)
+    assert result.exit_code == 1
+    assert "failed after retries" in result.output and "Traceback" not in result.output
+
+
+def test_compiled_file_for_another_release_is_refused(kb_path, kb, tmp_path):
+    from optimizers.compile import FORMAT, save_compiled
+    from programs.registry import build_program
+
+    path = save_compiled(tmp_path / "old.json", "clh", build_program("clh", kb), {"format": FORMAT, "kb_release": "ICD-10-CM 1999"})
+    result = predict(REPO / "data/examples/knee_injury.txt", "--program", path, "--model", "scripted",
+                     "--api-base", "http://127.0.0.1:9/v1", "--db", kb_path)
+    assert result.exit_code == 1 and "1999" in result.output
+
+
+def test_batch_is_resumable(kb_path, server, tmp_path):
+    notes = tmp_path / "notes.jsonl"
+    texts = {path.stem: path.read_text() for path in sorted((REPO / "data" / "examples").glob("*.txt"))}
+    texts["empty"] = "  "
+    notes.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in texts.items()))
+    out = tmp_path / "preds.jsonl"
+    args = ["--input", notes, "--output", out, "--program", "medcoder", "--model", "scripted",
+            "--api-base", server.url, "--db", kb_path, "--threads", "2", "--json"]
+    first = predict(*args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.output)
+    assert summary["written"] == 3 and summary["failed"][0]["id"] == "empty"
+    assert summary["usage"]
+    lines = out.read_text().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == ["asthma_visit", "diabetes_followup", "knee_injury"]
+
+    out.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    before = len(server.requests)
+    second = predict(*args)
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.output)
+    assert summary["skipped"] == 2 and summary["written"] == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == sorted(json.loads(line)["id"] for line in lines)
+    assert all(set(row) == {"id", "codes", "result"} for row in rows)
+    assert 0 < len(server.requests) - before < 10, "only the unfinished note was coded again"

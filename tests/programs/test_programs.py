@@ -1,0 +1,108 @@
+"""The three pipelines on the real knowledge base, through real DSPy -> HTTP calls to the
+scripted server."""
+
+import json
+
+import dspy
+import pytest
+
+from programs.clh import CodeLikeHumans
+from programs.medcoder import MedCoder
+from programs.registry import build_program, load_program
+from programs.result import CodingResult
+from programs.verify import Verify
+
+
+def check_result(kb, note, prediction):
+    result = prediction.result
+    assert prediction.codes == result.code_list == sorted(set(result.code_list))
+    for item in result.codes:
+        assert kb.validate(item.code).billable, item.code
+        assert item.description == kb.require(item.code).description
+        for evidence in item.evidence:
+            if evidence.span:
+                assert note[evidence.span.start : evidence.span.end] == evidence.span.text
+    assert result.usage, "LM usage is reported"
+    assert CodingResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    return result
+
+
+def run(program, lm, note):
+    with dspy.context(lm=lm):
+        return program(note=note)
+
+
+def stage(result, name):
+    return next(s for s in result.trace if s.stage == name)
+
+
+def test_medcoder_retrieves_then_reranks(kb, lm, diabetes_note):
+    result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
+    assert "I10" in result.code_list
+    assert all(code.startswith(("I10", "E11")) for code in result.code_list)
+    retrieve = stage(result, "retrieve")
+    assert any(line.startswith("Essential hypertension:") and "I10" in line for line in retrieve.proposed)
+    htn = next(item for item in result.codes if item.code == "I10")
+    assert htn.evidence[0].span.text == "Essential hypertension, above goal."
+
+
+def test_clh_walks_the_index_validates_and_reconciles(kb, lm, diabetes_note, server):
+    before = len(server.requests)
+    result = check_result(kb, diabetes_note, run(CodeLikeHumans(kb), lm, diabetes_note))
+    assert [s.stage for s in result.trace] == ["extract", "navigate", "validate", "reconcile"]
+    assert "I10" in result.code_list and "E78.5" in result.code_list
+    prompts = [r["messages"][-1]["content"] for r in server.requests[before:]]
+    assert any("Excludes1" in p or "Includes" in p for p in prompts), "validator is shown tabular notes"
+    assert stage(result, "reconcile").kept == result.code_list
+
+
+def test_verify_shows_descriptions_only_and_maps_back(kb, lm, diabetes_note, server):
+    before = len(server.requests)
+    result = check_result(kb, diabetes_note, run(Verify(kb), lm, diabetes_note))
+    expand = stage(result, "expand")
+    assert [d.item for d in expand.dropped] == ["U99.99"]
+    assert any(code.startswith("E11") for code in result.code_list)
+    selections = [r["messages"][-1]["content"] for r in server.requests[before:] if "[[ ## options ## ]]" in r["messages"][-1]["content"]]
+    assert selections
+    for prompt in selections:
+        options = prompt.split("[[ ## options ## ]]")[1]
+        assert "I10" not in options and "E11." not in options
+
+
+def test_verify_over_another_program(kb, lm, diabetes_note):
+    result = check_result(kb, diabetes_note, run(Verify(kb, first_pass=MedCoder(kb)), lm, diabetes_note))
+    assert result.trace[0].stage == "first_pass.extract"
+
+
+def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
+    from scripted_server import ScriptedServer
+
+    from programs.lm import make_lm
+
+    garbage = {key: (lambda user: "I am not sure.") for key in ("next_term", "accepted", "final_codes")}
+    with ScriptedServer(garbage) as broken:
+        lm = make_lm("hosted_vllm/scripted", broken.url, cache=False, num_retries=0)
+        result = check_result(kb, diabetes_note, run(CodeLikeHumans(kb), lm, diabetes_note))
+    assert result.code_list, "stage fallbacks still give codes"
+    assert any("stage fallback" in line for s in result.trace for line in s.log)
+
+
+def test_state_holds_predictors_only_and_round_trips(kb, tmp_path):
+    program = build_program("clh", kb)
+    state = program.dump_state()
+    assert set(state) == {"extract", "navigate", "validate", "reconcile"}
+    program.navigate.demos = [dspy.Example(statement="s", lead_term="t", entries=["1. x"], choice="1", next_term="")]
+    copy = program.deepcopy()
+    assert copy.kb is kb and copy.navigate is not program.navigate
+    path = tmp_path / "state.json"
+    program.save(str(path))
+    fresh = build_program("clh", kb)
+    fresh.load(str(path))
+    assert fresh.navigate.demos[0]["choice"] == "1"
+
+
+def test_unknown_program_names_are_refused(kb):
+    from programs.errors import ProgramFileError
+
+    with pytest.raises(ProgramFileError, match="medcoder"):
+        load_program("nonsense", kb)
