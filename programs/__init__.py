@@ -1,0 +1,1 @@
+"""The coding pipelines (MedCodER, Code Like Humans, verification) and what they share."""
