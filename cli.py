@@ -407,5 +407,209 @@ def print_usage(usage: dict, cost: float | None) -> None:
 # --- compile and compare ------------------------------------------------------------------
 
 
+def lm_options(func):
+    func = click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")(func)
+    func = click.option("--api-base", default=None, help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")(func)
+    return click.option("--model", default="local", show_default=True,
+                        help="'local', 'local:/path.gguf', or a LiteLLM model string (openai/..., hosted_vllm/...).")(func)
+
+
+@cli.command("compile")
+@click.option("--program", "program_name", type=click.Choice(["medcoder", "clh", "verify"]), required=True)
+@lm_options
+@click.option("--train", "train_spec", required=True, help="Training dataset spec, e.g. aci:train with --labels.")
+@click.option("--dev", "dev_spec", required=True, help="Dev dataset spec (scores before/after, candidate selection).")
+@dataset_options
+@click.option("--optimizer", "optimizer_name", type=click.Choice(["bootstrap", "random-search", "mipro", "gepa"]), required=True)
+@click.option("--budget", type=click.IntRange(1), default=None, help="Cap on LM calls (metric calls for gepa).")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--reflection-model", default=None, help="Model proposing instructions (mipro, gepa); default --model. "
+              "A name without a provider/ is served by --api-base.")
+@click.option("--candidates", type=click.IntRange(1), default=None, help="Candidate programs (random-search) or instruction/demo candidates (mipro).")
+@click.option("--max-demos", type=click.IntRange(0, 16), default=4, show_default=True, help="Bootstrapped demos per stage.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the estimated LM calls and tokens, spend nothing.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="compiled/NAME.json")
+@db_option
+@json_option
+def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec, labels, mimic_notes, optimizer_name,
+                    budget, threads, reflection_model, candidates, max_demos, seed, dry_run, out, db, as_json) -> None:
+    """Optimize PROGRAM's prompts (demos, instructions) against gold codes and save it to --out."""
+    import dspy
+
+    from icd_graph.kb import KnowledgeBase
+    from optimizers.compile import (CompileFailed, dataset_metadata, estimate, gold_examples, run_metadata,
+                                    run_optimizer, save_compiled)
+    from optimizers.registry import Settings, get_optimizer
+    from programs.lm import make_lm
+    from programs.registry import build_program
+
+    optimizer = get_optimizer(optimizer_name)
+    settings = Settings(budget=budget, threads=threads, seed=seed, max_demos=max_demos, candidates=candidates)
+    with KnowledgeBase(resolve_db(db)) as kb:
+        train = load_cli_dataset(train_spec, labels, mimic_notes, kb)
+        dev = load_cli_dataset(dev_spec, labels, mimic_notes, kb)
+        for dataset in (train, dev):
+            print_load_report(dataset)
+        trainset, devset = gold_examples(train), gold_examples(dev)
+        program = build_program(program_name, kb)
+        guess = estimate(program, trainset, devset, optimizer, settings)
+        print_estimate(guess, as_json and dry_run)
+        if dry_run:
+            return
+        lm = make_lm(model, api_base, api_key=api_key)
+        proposer = lm
+        if reflection_model:
+            same_server = "/" not in reflection_model
+            proposer = make_lm(reflection_model, api_base if same_server else None, api_key=api_key if same_server else None)
+        with dspy.context(lm=lm), calls_progress(guess.plan.total_calls + guess.eval_calls, as_json) as on_call:
+            run = run_optimizer(program, trainset, devset, optimizer, settings, proposer=proposer, on_call=on_call)
+        metadata = run_metadata(
+            run, settings, model=model, api_base=api_base, reflection_model=reflection_model or model,
+            datasets={"train": dataset_metadata(train, labels), "dev": dataset_metadata(dev, labels)},
+            kb_release=kb.release_name(),
+        )
+        path = save_compiled(out, program_name, run.program, metadata)
+    if as_json:
+        print_json({"out": str(path), **{k: metadata[k] for k in ("status", "message", "lm_calls", "scores", "plan")}})
+    else:
+        print_compile_run(run, path)
+    if run.status == "failed":
+        raise CompileFailed(f"{run.message}; the best program found before it stopped is in {path}")
+
+
+def calls_progress(total: int, quiet: bool):
+    """A rich progress bar over LM calls; yields the callback compile reports calls to."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn("LM calls"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True, disable=quiet) as progress:
+            task = progress.add_task("calls", total=total)
+            yield lambda calls: progress.update(task, completed=calls)
+
+    return bar()
+
+
+def print_estimate(guess, as_json: bool) -> None:
+    if as_json:
+        print_json(guess.as_dict())
+        return
+    plan = guess.plan
+    table = Table(title=f"{plan.optimizer}: estimate (dry run spends nothing)")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    rows = [
+        ("training notes used", plan.train),
+        ("optimizer LM calls (task model)", plan.lm_calls),
+        ("proposer / reflection calls", plan.proposer_calls),
+        ("metric calls", plan.metric_calls),
+        ("dev evaluations before + after (calls)", guess.eval_calls),
+        ("prompt tokens per call (about)", guess.prompt_tokens_per_call),
+        ("prompt tokens in all (about)", guess.prompt_tokens),
+    ]
+    for name, value in rows:
+        table.add_row(name, f"{value:,}")
+    for name, value in plan.parameters.items():
+        table.add_row(f"[dim]{name}[/]", str(value))
+    err_console.print(table)
+    for note in plan.notes:
+        err_console.print(f"[dim]{note}[/]", highlight=False)
+
+
+def print_compile_run(run, path: Path) -> None:
+    after = f"{run.after.micro_f1:.3f}" if run.after else "not scored"
+    console.print(f"dev micro F1 {run.before.micro_f1:.3f} -> {after} ({run.status}, {run.lm_calls:,} LM calls)", highlight=False)
+    if run.message:
+        err_console.print(f"[yellow]{run.message}[/]", highlight=False)
+    console.print(f"Saved [bold]{path}[/]", highlight=False)
+
+
+@cli.command("compare")
+@click.option("--program", "program_names", multiple=True, type=click.Choice(["medcoder", "clh", "verify"]),
+              help="Hand-written program(s); the programs of --compiled files are added.")
+@click.option("--compiled", "compiled_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Compiled program file(s).")
+@lm_options
+@click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:valid with --labels.")
+@dataset_options
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
+@click.option("--resamples", type=click.IntRange(100), default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Bar chart PNG (needs matplotlib).")
+@db_option
+@json_option
+def compare_command(program_names, compiled_paths, model, api_base, api_key, dataset, labels, mimic_notes, threads,
+                    resamples, plot, db, as_json) -> None:
+    """Run hand-written and compiled programs on the same notes; scores, CI of the gain, cost."""
+    from icd_graph.kb import KnowledgeBase
+    from optimizers.compare import compare, plot as plot_comparison, run_system
+    from optimizers.compile import apply_compiled, gold_examples, load_compiled
+    from programs.errors import ProgramFileError
+    from programs.lm import make_lm
+    from programs.registry import build_program
+
+    if not program_names and not compiled_paths:
+        raise ProgramFileError("give --program and/or --compiled files to compare")
+    with KnowledgeBase(resolve_db(db)) as kb:
+        data = load_cli_dataset(dataset, labels, mimic_notes, kb)
+        print_load_report(data)
+        gold_examples(data)
+        compiled = [(path, load_compiled(path, kb_release=kb.release_name())) for path in compiled_paths]
+        names = list(dict.fromkeys([*program_names, *(c.program for _, c in compiled)]))
+        systems = [(name, name, None, build_program(name, kb)) for name in names]
+        systems += [(str(path), c.program, str(path), apply_compiled(build_program(c.program, kb), c, path)) for path, c in compiled]
+        lm = make_lm(model, api_base, api_key=api_key)
+        runs = []
+        with notes_progress(len(systems) * len(data.records), as_json) as advance:
+            for label, name, source, program in systems:
+                runs.append(run_system(label, program, data.records, lm, program_name=name, compiled=source,
+                                       threads=threads, on_note=advance))
+    comparison = compare(data.records, runs, dataset=data.name, resamples=resamples)
+    if plot:
+        plot_comparison(comparison, plot)
+    if as_json:
+        print_json(comparison.as_dict())
+        return
+    print_comparison(comparison)
+
+
+def notes_progress(total: int, quiet: bool):
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn("Coding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True, disable=quiet) as progress:
+            task = progress.add_task("notes", total=total)
+            yield lambda note_id: progress.advance(task)
+
+    return bar()
+
+
+def print_comparison(comparison) -> None:
+    table = Table(title=f"{comparison.dataset}: hand-written vs compiled")
+    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]",
+                   "LM calls", "tokens", "parse fail", "s/note"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for row in comparison.rows:
+        item = row.as_dict()
+        diff = item["difference"]
+        gain = f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
+        table.add_row(
+            item["system"], f"{item['micro']['f1']:.3f}", f"{item['macro']['f1']:.3f}", f"{item['category_micro']['f1']:.3f}",
+            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain, f"{item['lm_calls']:,}",
+            f"{item['prompt_tokens'] + item['completion_tokens']:,}", str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}",
+        )
+    console.print(table)
+    for row in comparison.rows:
+        for note_id, error in row.run.failed:
+            err_console.print(f"[yellow]{row.run.label} {note_id}:[/] {error}", highlight=False)
+
+
 if __name__ == "__main__":
     cli()

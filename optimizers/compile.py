@@ -50,6 +50,10 @@ class CompileFailed(IcdError):
     """An optimizer that stopped with an error (e.g. a proposer model whose output cannot be parsed)."""
 
 
+class NoGoldCodes(IcdError):
+    """A training or dev set without gold codes to optimize against."""
+
+
 class BudgetExhausted(BaseException):
     """Raised from the metric once the LM-call budget is spent. A BaseException, like
     KeyboardInterrupt, because DSPy's optimizers count and swallow per-example Exceptions."""
@@ -339,6 +343,20 @@ class Compiled:
     program: str
     metadata: dict[str, Any]
     state: dict[str, Any]
+
+
+def gold_examples(dataset) -> list[dspy.Example]:
+    """The dataset's notes as dspy.Examples (data.dspy_examples); refuses a set with no gold codes."""
+    from data.dspy_examples import to_examples
+
+    if not any(record.codes for record in dataset.records):
+        raise NoGoldCodes(f"{dataset.name} has no gold codes to compile against; pass --labels CSV (aci:*) or use a labelled dataset")
+    return to_examples(dataset.records)
+
+
+def dataset_metadata(dataset, labels: Path | None = None) -> dict[str, Any]:
+    examples = gold_examples(dataset)
+    return {"spec": dataset.name, "labels": str(labels) if labels else None, "notes": len(examples), "sha256": dataset_hash(examples)}
 
 
 def dataset_hash(examples: Iterable[dspy.Example]) -> str:
