@@ -4,6 +4,7 @@ The scripted LM answers the coding stage correctly only for 'easy' notes, or whe
 carries a demo, or when the stage instruction contains the keyword SPECIFIC - so bootstrapped
 demos or a proposed instruction measurably raise code F1. As a proposer / reflection model it
 answers every requested field (or a ``` block) with an instruction containing the keyword.
+A note containing 'garbled' gets an answer no adapter can parse.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class ScriptedEngine:
 
     def reply(self, system: str, messages: list[str]) -> str:
         last = messages[-1]
+        if "garbled" in last:
+            return "no idea"
         if "`note`" in system and "`diagnoses`" in system.split("Your output fields are:")[-1]:
             note = last.split("[[ ## note ## ]]")[-1]
             found = [name + (" (easy)" if "(easy)" in note else "") for name in GOLD if name in note]
