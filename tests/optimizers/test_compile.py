@@ -141,3 +141,85 @@ def test_state_of_another_structure_is_refused(tmp_path):
     path = save_compiled(tmp_path / "one.json", "toy", OneStage(), {"format": "icd-coder.compiled/1"})
     with pytest.raises(CompiledFileError, match="does not fit"):
         apply_compiled(Toy(), load_compiled(path), path)
+
+
+# --- `cli.py compile` end to end: real programs and KB, DSPy -> HTTP to a scripted server -------
+
+
+@pytest.fixture(scope="module")
+def server():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "programs"))
+    from scripted_server import ScriptedServer
+
+    saved = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    with ScriptedServer() as running:
+        yield running
+    dspy.cache = saved
+
+
+@pytest.fixture(scope="module")
+def notes_jsonl(tmp_path_factory):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "data" / "examples"
+    gold = {"diabetes_followup": ["I10", "E11.65"], "knee_injury": ["S83.511A"], "asthma_visit": ["J45.41"]}
+    path = tmp_path_factory.mktemp("notes") / "notes.jsonl"
+    path.write_text("".join(
+        json.dumps({"id": name, "text": (examples / f"{name}.txt").read_text(encoding="utf-8"), "codes": codes}) + "\n"
+        for name, codes in gold.items()
+    ))
+    return path
+
+
+def cli_run(*args):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    return CliRunner().invoke(cli, [*map(str, args)])
+
+
+def test_cli_compile_dry_run_then_compile_then_predict_and_compare(kb_path, server, notes_jsonl, tmp_path):
+    common = ["--model", "scripted", "--api-base", server.url, "--db", kb_path]
+    data = ["--train", f"jsonl:{notes_jsonl}", "--dev", f"jsonl:{notes_jsonl}"]
+    out = tmp_path / "compiled" / "medcoder.json"
+
+    dry = cli_run("compile", "--program", "medcoder", *common, *data, "--optimizer", "random-search",
+                  "--dry-run", "--json", "--out", out)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["lm_calls"] > 0 and json.loads(dry.stdout)["prompt_tokens"] > 0
+    assert not out.exists() and not server.requests
+
+    done = cli_run("compile", "--program", "medcoder", *common, *data, "--optimizer", "bootstrap", "--max-demos", "2",
+                   "--json", "--out", out)
+    assert done.exit_code == 0, done.output
+    metadata = json.loads(out.read_text())["metadata"]
+    assert metadata["status"] == "complete" and metadata["optimizer"] == "bootstrap"
+    assert metadata["datasets"]["train"]["notes"] == 3 and len(metadata["datasets"]["train"]["sha256"]) == 64
+    assert metadata["kb_release"] and metadata["scores"]["after"]["notes"] == 3
+
+    predicted = cli_run("predict", "data/examples/diabetes_followup.txt", "--program", out, *common, "--json")
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)["result"]["program"] == "medcoder"
+
+    compared = cli_run("compare", "--compiled", out, *common, "--dataset", f"jsonl:{notes_jsonl}", "--json")
+    assert compared.exit_code == 0, compared.output
+    systems = json.loads(compared.stdout)["systems"]
+    assert [s["system"] for s in systems] == ["medcoder", str(out)]
+    assert systems[1]["difference"]["baseline"] == "medcoder"
+    assert all(s["lm_calls"] > 0 and s["notes"] == 3 for s in systems)
+
+
+def test_cli_compile_refuses_unlabelled_data_and_tiny_budgets(kb_path, notes_jsonl, tmp_path):
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text(json.dumps({"id": "a", "text": "Hypertension.", "codes": []}) + "\n")
+    common = ["--program", "clh", "--db", kb_path, "--out", tmp_path / "x.json", "--dry-run"]
+    result = cli_run("compile", *common, "--train", f"jsonl:{unlabelled}", "--dev", f"jsonl:{notes_jsonl}", "--optimizer", "bootstrap")
+    assert result.exit_code == 1 and "no gold codes" in result.output
+    result = cli_run("compile", *common, "--train", f"jsonl:{notes_jsonl}", "--dev", f"jsonl:{notes_jsonl}",
+                     "--optimizer", "random-search", "--budget", "5")
+    assert result.exit_code == 1 and "below one random-search pass" in result.output
