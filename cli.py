@@ -435,6 +435,8 @@ def lm_options(func):
 def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec, labels, mimic_notes, optimizer_name,
                     budget, threads, reflection_model, candidates, max_demos, seed, dry_run, out, db, as_json) -> None:
     """Optimize PROGRAM's prompts (demos, instructions) against gold codes and save it to --out."""
+    from contextlib import redirect_stdout
+
     import dspy
 
     from icd_graph.kb import KnowledgeBase
@@ -462,7 +464,9 @@ def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec
         if reflection_model:
             same_server = "/" not in reflection_model
             proposer = make_lm(reflection_model, api_base if same_server else None, api_key=api_key if same_server else None)
-        with dspy.context(lm=lm), calls_progress(guess.plan.total_calls + guess.eval_calls, as_json) as on_call:
+        # DSPy's optimizers print progress on stdout: keep stdout for the result
+        with dspy.context(lm=lm), redirect_stdout(sys.stderr), \
+                calls_progress(guess.plan.total_calls + guess.eval_calls, as_json) as on_call:
             run = run_optimizer(program, trainset, devset, optimizer, settings, proposer=proposer, on_call=on_call)
         metadata = run_metadata(
             run, settings, model=model, api_base=api_base, reflection_model=reflection_model or model,

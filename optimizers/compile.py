@@ -21,7 +21,7 @@ import os
 import platform
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,6 @@ class CompileRun:
     after: DevScore | None
     lm_calls: int
     message: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def run_optimizer(
@@ -255,7 +254,8 @@ def run_optimizer(
 
     Never raises for an interrupted, over-budget or failed optimizer: the returned run says
     which (status complete | interrupted | budget-exhausted | failed) and holds the best program
-    known. Ctrl-C skips the final dev evaluation so that the program is saved at once."""
+    known. Ctrl-C skips the final dev evaluation so that the program is saved at once. Raises
+    CompileFailed before spending the budget when the proposer model cannot answer."""
     trainset, devset = list(trainset), list(devset)
     plan = optimizer.plan(shape_of(student, trainset, devset), settings)
     if optimizer.uses_proposer:
@@ -288,7 +288,7 @@ def run_optimizer(
                 after = evaluate_dev(compiled, devset, settings.threads)
             except KeyboardInterrupt:
                 status, message = "interrupted", "interrupted while scoring the result on dev; saved it unscored"
-    return CompileRun(compiled, status, plan, before, after, counter.calls, message, list(plan.notes))
+    return CompileRun(compiled, status, plan, before, after, counter.calls, message)
 
 
 class ProposeInstruction(dspy.Signature):
