@@ -1,0 +1,246 @@
+"""Lexical search (bm25s) over the tabular list and the alphabetic index.
+
+Two indexes are built once, by `icd build`, into a folder beside the knowledge-base file:
+
+- tabular: one document per category, subcategory and code (description + inclusion terms),
+  in document order, so the subtree of a node is the slice of documents that follows it;
+- index: one document per index term that prints a code (its path, e.g. 'Diabetes, diabetic,
+  type 2, with, retinopathy') and per Table of Neoplasms / Drugs cell (path + column name),
+  each pointing to the billable codes its printed code resolves to (`index_codes`).
+
+Fusion (`source='all'`) returns billable codes only. Each ranked list is first turned into
+billable codes: a hit on a billable code is kept; a hit on a parent or an incomplete index code
+is expanded to at most `EXPANSION` of its billable descendants, those with the best tabular
+score for the same query first (ties: shallower, then document order). The two lists are then
+fused by reciprocal rank fusion (score = sum of 1 / (RRF_K + rank)).
+
+Tokens are lower-cased words without stop words, reduced by a small suffix normaliser
+(`stem`: 'diabetes' and 'diabetic' -> 'diabet', 'fractures' and 'fracture' -> 'fractur').
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+TABULAR = "tabular"
+INDEX = "index"
+ALL = "all"
+SOURCES = (TABULAR, INDEX, ALL)
+
+CANDIDATES = 50
+EXPANSION = 3
+RRF_K = 60
+
+STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in into is it its of on or other than that the "
+    "their then there these this to was were which with".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_SUFFIXES = (("ically", ""), ("ical", ""), ("ies", "y"), ("es", ""), ("ic", ""), ("s", ""), ("e", ""))
+
+
+def stem(word: str) -> str:
+    """A small suffix normaliser: plural and adjective endings, and a final 'e'."""
+    if len(word) <= 4 or word.endswith(("ss", "us", "is")):
+        return word
+    for suffix, replacement in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: len(word) - len(suffix)] + replacement
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    return [stem(word) for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
+
+
+@dataclass(frozen=True)
+class Match:
+    code: str
+    score: float
+    matched: str
+    source: str
+
+
+_TABULAR_DOCS = """
+SELECT n.code, n.description, n.depth, n.billable, coalesce(i.terms, '') AS terms
+FROM nodes n
+LEFT JOIN (
+    SELECT code, string_agg(text, ' ; ' ORDER BY seq) AS terms
+    FROM notes WHERE kind = 'inclusion_term' GROUP BY code
+) i USING (code)
+WHERE n.kind NOT IN ('chapter', 'block')
+ORDER BY n.seq
+"""
+
+_INDEX_DOCS = """
+SELECT t.path, t.code FROM index_terms t WHERE t.code IS NOT NULL
+UNION ALL
+SELECT t.path || ', ' || c.column_name, c.code FROM table_cells c JOIN index_terms t ON t.id = c.term_id
+"""
+
+_RESOLUTIONS = "SELECT raw_code, code FROM index_codes WHERE code IS NOT NULL"
+
+
+def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
+    """Write the tabular and index search indexes of the knowledge base in `con` to `out_dir`."""
+    import bm25s
+
+    out_dir = Path(out_dir)
+    rows = con.execute(_TABULAR_DOCS).fetchall()
+    codes = [row[0] for row in rows]
+    depth = np.array([row[2] for row in rows], dtype=np.int16)
+    position = {code: i for i, code in enumerate(codes)}
+    _save_bm25(bm25s, [tokenize(f"{row[1]} {row[4]}") for row in rows], out_dir / TABULAR)
+    np.save(out_dir / "billable.npy", np.array([bool(row[3]) for row in rows]))
+    np.save(out_dir / "depth.npy", depth)
+    np.save(out_dir / "end.npy", _subtree_ends(depth))
+    _write_json(out_dir / "codes.json", codes)
+
+    resolved: dict[str, list[int]] = {}
+    for raw, code in con.execute(_RESOLUTIONS).fetchall():
+        if code in position:
+            resolved.setdefault(raw, []).append(position[code])
+    docs = [(path, raw) for path, raw in con.execute(_INDEX_DOCS).fetchall() if resolved.get(raw)]
+    targets = [sorted(set(resolved[raw])) for _, raw in docs]
+    _save_bm25(bm25s, [tokenize(path) for path, _ in docs], out_dir / INDEX)
+    np.save(out_dir / "index_offsets.npy", np.cumsum([0] + [len(t) for t in targets], dtype=np.int64))
+    np.save(out_dir / "index_targets.npy", np.array([p for t in targets for p in t], dtype=np.int32))
+    _write_json(out_dir / "paths.json", [path for path, _ in docs])
+
+
+def _save_bm25(bm25s, corpus: list[list[str]], folder: Path) -> None:
+    retriever = bm25s.BM25()
+    retriever.index(corpus, show_progress=False)
+    retriever.save(folder, show_progress=False)
+
+
+def _subtree_ends(depth: np.ndarray) -> np.ndarray:
+    """end[i]: the first document after i that is not its descendant (documents in tree order)."""
+    ends = np.full(len(depth), len(depth), dtype=np.int32)
+    open_nodes: list[int] = []
+    for i, d in enumerate(depth):
+        while open_nodes and depth[open_nodes[-1]] >= d:
+            ends[open_nodes.pop()] = i
+        open_nodes.append(i)
+    return ends
+
+
+def _write_json(path: Path, payload) -> None:
+    path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+
+
+class Searcher:
+    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            import bm25s
+
+            from icd_graph.errors import DatabaseMissing
+
+            if not (self.folder / "codes.json").exists():
+                raise DatabaseMissing(
+                    f"no search index at {self.folder}; rebuild with `python cli.py icd build`"
+                )
+            load = dict(mmap=True, show_progress=False, verbosity=0)
+            self.tabular = bm25s.BM25.load(self.folder / TABULAR, **load)
+            self.index = bm25s.BM25.load(self.folder / INDEX, **load)
+            self.codes = json.loads((self.folder / "codes.json").read_text(encoding="utf-8"))
+            self.paths = json.loads((self.folder / "paths.json").read_text(encoding="utf-8"))
+            self.billable = np.load(self.folder / "billable.npy")
+            self.depth = np.load(self.folder / "depth.npy")
+            self.end = np.load(self.folder / "end.npy")
+            self.offsets = np.load(self.folder / "index_offsets.npy")
+            self.targets = np.load(self.folder / "index_targets.npy")
+            self._loaded = True
+
+    def search(self, text: str, k: int = 20, source: str = ALL) -> list[Match]:
+        """Tabular: any node; index and all: billable codes only (see the module docstring)."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+        self._load()
+        tokens = tokenize(text)
+        if not tokens or k <= 0:
+            return []
+        tabular_scores = _scores(self.tabular, tokens)
+        if source == TABULAR:
+            return [
+                Match(self.codes[i], float(tabular_scores[i]), "", TABULAR)
+                for i in _top(tabular_scores, k)
+            ]
+        index_ranked = self._index_ranked(tokens, tabular_scores)
+        if source == INDEX:
+            return [Match(self.codes[i], score, path, INDEX) for i, score, path in index_ranked[:k]]
+        tabular_ranked = self._tabular_ranked(tabular_scores)
+        return self._fuse(tabular_ranked, index_ranked, k)
+
+    def _tabular_ranked(self, scores: np.ndarray) -> list[tuple[int, float, str]]:
+        ranked: dict[int, tuple[int, float, str]] = {}
+        for doc in _top(scores, CANDIDATES):
+            if self.billable[doc]:
+                members = [doc]
+            else:
+                members = self._best(np.arange(doc + 1, self.end[doc]), scores)
+            for member in members:
+                ranked.setdefault(member, (member, float(scores[doc]), ""))
+        return list(ranked.values())
+
+    def _index_ranked(self, tokens: list[str], tabular_scores: np.ndarray) -> list[tuple[int, float, str]]:
+        scores = _scores(self.index, tokens)
+        ranked: dict[int, tuple[int, float, str]] = {}
+        for doc in _top(scores, CANDIDATES):
+            targets = self.targets[self.offsets[doc] : self.offsets[doc + 1]]
+            for member in self._best(targets, tabular_scores):
+                ranked.setdefault(member, (member, float(scores[doc]), self.paths[doc]))
+        return list(ranked.values())
+
+    def _best(self, positions: np.ndarray, scores: np.ndarray) -> list[int]:
+        """At most EXPANSION billable positions: best tabular score, then shallower, then first."""
+        positions = positions[self.billable[positions]]
+        if len(positions) <= 1:
+            return positions.tolist()
+        order = np.lexsort((positions, self.depth[positions], -scores[positions]))
+        return positions[order[:EXPANSION]].tolist()
+
+    def _fuse(self, tabular, index, k: int) -> list[Match]:
+        fused: dict[int, float] = {}
+        matched: dict[int, str] = {}
+        sources: dict[int, list[str]] = {}
+        for name, ranked in ((TABULAR, tabular), (INDEX, index)):
+            for rank, (doc, _, path) in enumerate(ranked, start=1):
+                fused[doc] = fused.get(doc, 0.0) + 1.0 / (RRF_K + rank)
+                sources.setdefault(doc, []).append(name)
+                if path and doc not in matched:
+                    matched[doc] = path
+        best = sorted(fused, key=lambda doc: (-fused[doc], doc))[:k]
+        return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in best]
+
+
+def _scores(retriever, tokens: list[str]) -> np.ndarray:
+    known = [token for token in tokens if token in retriever.vocab_dict]
+    if not known:
+        return np.zeros(retriever.scores["num_docs"], dtype=np.float32)
+    return retriever.get_scores(known)
+
+
+def _top(scores: np.ndarray, n: int) -> list[int]:
+    """Indices of the n best positive scores, best first (ties: document order)."""
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > n:
+        candidates = candidates[np.argpartition(-scores[candidates], n - 1)[:n]]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order].tolist()
