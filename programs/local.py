@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-from dspy.lm15 import Message, Request, Response, Usage, response_to_events
+from dspy.lm15 import ContextLengthError, Message, Request, Response, Usage, response_to_events
 
 from icd_graph.errors import IcdError
 
@@ -83,20 +83,24 @@ def _require_llama_cpp():
 
 
 class LlamaEngine:
-    """A DSPy engine over one in-process `llama_cpp.Llama`, loaded on first use and shared by threads."""
+    """A DSPy engine over one in-process `llama_cpp.Llama`, shared by threads under a lock.
+
+    Context overflow raises lm15's ContextLengthError, which DSPy reports as
+    ContextWindowExceededError.
+    """
 
     def __init__(self, model_path: str | Path, n_ctx: int = N_CTX, n_threads: int | None = None):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._llama = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def complete(self, request: Request) -> Response:
         messages = chat_messages(request)
         config = request.config
         with self._lock:
-            llama = self._load()
+            llama = self.load()
             try:
                 output = llama.create_chat_completion(
                     messages=messages,
@@ -106,7 +110,9 @@ class LlamaEngine:
                     seed=config.seed,
                 )
             except ValueError as exc:
-                raise LocalModelError(f"{self.model_path.name}: {exc}") from exc
+                if "exceed context window" not in str(exc):
+                    raise
+                raise ContextLengthError(str(exc), provider="local") from exc
         choice = output["choices"][0]
         usage = output["usage"]
         return Response(
@@ -137,35 +143,39 @@ class LlamaEngine:
     def load_state(cls, state: dict[str, Any]) -> LlamaEngine:
         return cls(**state)
 
-    def _load(self):
-        if self._llama is None:
-            llama_cpp = _require_llama_cpp()
-            try:
-                self._llama = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self.n_ctx,
-                    n_threads=self.n_threads,
-                    chat_format="gemma",
-                    verbose=False,
-                )
-            except ValueError as exc:
-                raise LocalModelError(f"llama-cpp-python cannot load {self.model_path}: {exc}") from exc
-        return self._llama
+    def load(self):
+        """The loaded `llama_cpp.Llama`; loads the file on first use."""
+        with self._lock:
+            if self._llama is None:
+                llama_cpp = _require_llama_cpp()
+                try:
+                    self._llama = llama_cpp.Llama(
+                        model_path=str(self.model_path),
+                        n_ctx=self.n_ctx,
+                        n_threads=self.n_threads or os.cpu_count(),
+                        chat_format="gemma",
+                        verbose=False,
+                    )
+                except ValueError as exc:
+                    raise LocalModelError(f"llama-cpp-python cannot load {self.model_path}: {exc}") from exc
+            return self._llama
 
 
 def local_lm(model_path: str | None = None, *, n_ctx: int = N_CTX, max_tokens: int = MAX_TOKENS) -> dspy.LM:
     """A greedy `dspy.LM` over a GGUF file (default: the bundled Gemma 3 270M), run in-process.
 
     The model string is `local/<file name>`, so DSPy's cache key does not depend on where the
-    file lives; the model loads on the first call.
+    file lives. The model loads here, so a bad file fails before any program runs.
     """
     _require_llama_cpp()
     path = Path(model_path).expanduser() if model_path else default_model_path()
     if not path.is_file():
         raise LocalModelError(f"no GGUF model at {path}: pass --model local:/path/to/model.gguf with an existing file")
+    engine = LlamaEngine(path, n_ctx=n_ctx)
+    engine.load()
     return dspy.LM(
         f"local/{path.name}",
-        engine=LlamaEngine(path, n_ctx=n_ctx),
+        engine=engine,
         temperature=0.0,
         max_tokens=max_tokens,
     )

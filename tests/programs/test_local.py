@@ -1,0 +1,116 @@
+"""The embedded local model: message shaping, errors without the extra, and (slow) the real
+Gemma 3 270M through DSPy."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import dspy
+import pytest
+from dspy.lm15 import request_from_openai_chat
+
+from programs.lm import make_lm
+from programs.local import (
+    CHAT_ADAPTER_MARKER,
+    LocalModelError,
+    LocalModelUnavailable,
+    chat_messages,
+    local_lm,
+    merge_system,
+    stop_sequences,
+)
+
+
+def chat_request(messages, **config):
+    return request_from_openai_chat({"model": "local/test.gguf", "messages": messages, **config})
+
+
+def test_system_text_opens_the_first_user_turn_and_demo_turns_stay():
+    messages = [
+        {"role": "user", "content": "demo note"},
+        {"role": "assistant", "content": "demo codes"},
+        {"role": "user", "content": "real note"},
+    ]
+    merged = merge_system("Code the note.", messages)
+    assert merged == [
+        {"role": "user", "content": "Code the note.\n\ndemo note"},
+        {"role": "assistant", "content": "demo codes"},
+        {"role": "user", "content": "real note"},
+    ]
+    assert messages[0]["content"] == "demo note"
+
+
+def test_system_text_alone_becomes_a_user_turn():
+    assert merge_system("Only instructions.", []) == [{"role": "user", "content": "Only instructions."}]
+    assert merge_system(None, [{"role": "user", "content": "x"}]) == [{"role": "user", "content": "x"}]
+
+
+def test_a_chat_request_reaches_llama_without_a_system_role():
+    request = chat_request([
+        {"role": "system", "content": "Your output fields are: `codes`."},
+        {"role": "user", "content": "[[ ## note ## ]]\nasthma"},
+    ])
+    messages = chat_messages(request)
+    assert [m["role"] for m in messages] == ["user"]
+    assert messages[0]["content"].startswith("Your output fields are: `codes`.\n\n[[ ## note ## ]]")
+
+
+def test_chat_adapter_marker_becomes_a_stop_only_when_the_prompt_uses_it():
+    asked = chat_request([{"role": "user", "content": f"end with {CHAT_ADAPTER_MARKER}"}], stop=["\n\n\n"])
+    plain = chat_request([{"role": "user", "content": "2+2?"}])
+    assert stop_sequences(asked, chat_messages(asked)) == ["\n\n\n", CHAT_ADAPTER_MARKER]
+    assert stop_sequences(plain, chat_messages(plain)) == []
+
+
+def test_without_llama_cpp_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(LocalModelUnavailable, match=r"pip install -e '\.\[local\]'"):
+        make_lm("local")
+    with pytest.raises(LocalModelUnavailable, match=r"pip install -e '\.\[local\]'"):
+        make_lm("local:/models/other.gguf")
+
+
+def test_a_missing_gguf_file_is_named(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    missing = tmp_path / "absent.gguf"
+    with pytest.raises(LocalModelError, match="absent.gguf"):
+        local_lm(str(missing))
+
+
+def test_a_file_that_is_not_gguf_fails_with_the_path(tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("not a model")
+    with pytest.raises(LocalModelError, match="notes.gguf"):
+        local_lm(str(bogus))
+
+
+class Diagnosis(dspy.Signature):
+    """Name the main diagnosis in the clinical sentence."""
+
+    sentence: str = dspy.InputField()
+    diagnosis: str = dspy.OutputField()
+
+
+DEMOS = [
+    dspy.Example(sentence="Follow-up for type 2 diabetes, A1c 8.1%.", diagnosis="type 2 diabetes"),
+    dspy.Example(sentence="Sore throat and fever, rapid strep positive.", diagnosis="streptococcal pharyngitis"),
+    dspy.Example(sentence="Twisted ankle playing tennis, swelling, no fracture.", diagnosis="ankle sprain"),
+]
+
+
+@pytest.mark.slow
+def test_the_bundled_model_answers_a_dspy_prompt_greedily():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    lm = local_lm()
+    predict = dspy.Predict(Diagnosis)
+    predict.demos = DEMOS
+    sentence = "Wheezing and shortness of breath, known asthma, using albuterol often."
+    with dspy.context(lm=lm, track_usage=True):
+        first = predict(sentence=sentence)
+        second = predict(sentence=sentence)
+    assert "asthma" in first.diagnosis.lower()
+    assert second.diagnosis == first.diagnosis
+    usage = first.get_lm_usage()[lm.model]
+    assert usage["prompt_tokens"] > 100 and usage["completion_tokens"] > 0
