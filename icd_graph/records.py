@@ -49,9 +49,33 @@ class IndexEntry:
 
 @dataclass(frozen=True)
 class Validation:
+    """`completions`: billable codes at or under the code, most general first, capped;
+    `completion_count`: how many there are in all."""
+
     input: str
     code: str | None
     valid: bool
     billable: bool
     reason: str
     completions: tuple[str, ...] = field(default_factory=tuple)
+    completion_count: int = 0
+
+
+@dataclass(frozen=True)
+class Release:
+    """The release a knowledge-base file was built from; `sources` are the source file names."""
+
+    name: str
+    fiscal_year: int
+    built_at: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TableCell:
+    """One cell of the Table of Neoplasms or of Drugs, with its code resolved to billable ones."""
+
+    path: str
+    column: str
+    code: str
+    billable_codes: tuple[str, ...] = ()

@@ -108,7 +108,7 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     _save_bm25(bm25s, [tokenize(f"{row[1]} {row[4]}") for row in rows], out_dir / TABULAR)
     np.save(out_dir / "billable.npy", np.array([bool(row[3]) for row in rows]))
     np.save(out_dir / "depth.npy", depth)
-    np.save(out_dir / "end.npy", _subtree_ends(depth))
+    np.save(out_dir / "end.npy", subtree_ends(depth))
     _write_json(out_dir / "codes.json", codes)
 
     resolved: dict[str, list[int]] = {}
@@ -130,7 +130,7 @@ def _save_bm25(bm25s, corpus: list[list[str]], folder: Path) -> None:
     retriever.save(folder, show_progress=False)
 
 
-def _subtree_ends(depth: np.ndarray) -> np.ndarray:
+def subtree_ends(depth: np.ndarray) -> np.ndarray:
     """end[i]: the first document after i that is not its descendant (documents in tree order)."""
     ends = np.full(len(depth), len(depth), dtype=np.int32)
     open_nodes: list[int] = []

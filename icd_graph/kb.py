@@ -1,0 +1,464 @@
+"""Read-only queries over one knowledge-base file: codes, inherited notes, hierarchy and graph
+expansion, validation and completion, lexical search and alphabetic-index navigation.
+
+A `KnowledgeBase` is safe to share across threads: each thread queries through its own DuckDB
+cursor. The expansion graph, the search indexes and the index tree are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import duckdb
+
+from icd_graph import graph
+from icd_graph.codes import normalize, undotted
+from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
+from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, Validation
+from icd_graph.schema import SCHEMA_VERSION
+
+EXPANSIONS = (
+    "parent", "children", "ancestors", "descendants", "siblings", "cousins",
+    "neighbors1", "neighbors2", "billable",
+)
+MAX_COMPLETIONS = 20
+MAX_SEE_DEPTH = 3
+GENERIC_REFERENCES = frozenset({"condition"})
+
+_CHAPTER_OR_BLOCK = re.compile(r"CH\d\d|[A-Z]\d[0-9A-Z]-[A-Z]\d[0-9A-Z]")
+_COLUMN_NAMES = ("code", "description", "kind", "billable", "parent", "depth", "chapter", "block")
+_COLUMNS = ", ".join(f"n.{name}" for name in _COLUMN_NAMES)
+
+# Own notes, then those of each ancestor, nearest first. Inclusion terms describe only the
+# node that lists them; every other kind (7th characters included) applies to descendants.
+_NOTES_SQL = """
+WITH lineage AS (
+    SELECT $code AS code, 0 AS distance
+    UNION ALL SELECT ancestor, distance FROM ancestors WHERE code = $code
+)
+SELECT n.kind, n.text, n.code FROM notes n JOIN lineage l USING (code)
+WHERE l.distance = 0 OR ($inherited AND n.kind <> 'inclusion_term')
+ORDER BY l.distance, n.seq
+"""
+
+
+class StaleDatabase(IcdError):
+    """A knowledge-base file written with another schema version."""
+
+
+class KnowledgeBase:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatabaseMissing(f"no knowledge base at {self.path}; run `python cli.py icd build`")
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=True)
+            row = self._con.execute("SELECT name, fiscal_year, schema_version, built_at FROM release").fetchone()
+        except duckdb.Error as exc:
+            raise DatabaseMissing(
+                f"cannot read knowledge base {self.path} ({str(exc).splitlines()[0]}); "
+                "rebuild it with `python cli.py icd build`"
+            ) from None
+        if row is None or row[2] != SCHEMA_VERSION:
+            found = row[2] if row else None
+            self._con.close()
+            raise StaleDatabase(
+                f"{self.path} has schema version {found}, this tool needs {SCHEMA_VERSION}; "
+                "rebuild it with `python cli.py icd build`"
+            )
+        sources = self._con.execute("SELECT file_name FROM source_files ORDER BY kind").fetchall()
+        self.release = Release(row[0], row[1], str(row[3]), tuple(Path(name).name for (name,) in sources))
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self._searcher = None
+        self._tree = None
+        self._nodes = None
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+            self._con.close()
+
+    def release_name(self) -> str:
+        return self.release.name
+
+    # -- codes -----------------------------------------------------------------------------
+
+    def get(self, code: str) -> CodeInfo | None:
+        """The node of a code (any spelling `normalize` accepts), chapter ('CH04') or block
+        ('E08-E13'); None when unknown or malformed."""
+        try:
+            return self._lookup(_key(code))
+        except MalformedCode:
+            return None
+
+    def require(self, code: str) -> CodeInfo:
+        """Like `get`, but raising MalformedCode or UnknownCode."""
+        key = _key(code)
+        info = self._lookup(key)
+        if info is None:
+            raise UnknownCode(
+                f"{key} is not a code of {self.release.name}; "
+                f"find one with `python cli.py icd search TEXT` or `icd validate {key}`"
+            )
+        return info
+
+    def notes(self, code: str, inherited: bool = True) -> list[Note]:
+        """The code's own notes, then (if `inherited`) those of its ancestors, nearest first."""
+        key = self.require(code).code
+        tree = self._nodes
+        if tree is None:
+            rows = self._rows(_NOTES_SQL, {"code": key, "inherited": inherited})
+            return [Note(kind, text, source) for kind, text, source in rows]
+        i = tree.position[key]
+        lineage = [i] + (tree.expand(i, "ancestors") if inherited else [])
+        return [
+            Note(kind, text, tree.columns[0][j])
+            for j in lineage
+            for kind, text in tree.notes.get(j, ())
+            if j == i or kind != "inclusion_term"
+        ]
+
+    def expand(self, code: str, kind: str) -> list[CodeInfo]:
+        """Related nodes of a code, in document order unless said otherwise.
+
+        parent, children; ancestors (nearest first); descendants; siblings (same parent, not the
+        code); cousins (same grandparent, another parent); billable (billable codes at or under
+        the code, shallowest first); neighbors1 / neighbors2 (graph nodes at exactly 1 / 2 hops
+        over hierarchy, index-path and see edges).
+        """
+        if kind not in EXPANSIONS:
+            raise ValueError(f"kind must be one of {', '.join(EXPANSIONS)}; got {kind!r}")
+        key = self.require(code).code
+        tree = self._hierarchy()
+        if kind in ("neighbors1", "neighbors2"):
+            found = graph.neighbours(self._graph(), key, int(kind[-1]))
+            positions = sorted(tree.position[c] for c in found if c in tree.position)
+        else:
+            positions = tree.expand(tree.position[key], kind)
+        return [tree.info(i) for i in positions]
+
+    def complete(self, code: str) -> list[str]:
+        """The billable codes at or under a code, most general (shallowest) first."""
+        return [info.code for info in self.expand(code, "billable")]
+
+    def validate(self, code: str) -> Validation:
+        """Whether text is a billable code of the release, why not, and how to complete it."""
+        try:
+            key = _key(code)
+        except MalformedCode:
+            return Validation(code, None, False, False, "malformed")
+        info = self.get(key)
+        if info is None:
+            return Validation(code, key, False, False, "unknown code")
+        if info.billable:
+            return Validation(code, key, True, True, "billable", (key,), 1)
+        completions = self.complete(key)
+        if info.kind in ("chapter", "block"):
+            reason = f"not billable: {info.kind} with subcodes"
+        elif _needs_seventh(key, completions):
+            reason = "needs a 7th character"
+        else:
+            reason = "not billable: category with subcodes"
+        return Validation(code, key, True, False, reason, tuple(completions[:MAX_COMPLETIONS]), len(completions))
+
+    # -- search and the alphabetic index ---------------------------------------------------
+
+    def search(self, text: str, k: int = 20, source: str = "all") -> list[SearchHit]:
+        """bm25s search: `tabular` (any node), `index` or `all` (both fused; billable codes only).
+        The ranking is described in `icd_graph.search`."""
+        matches = self._search().search(text, k=k, source=source)
+        descriptions = self._descriptions([m.code for m in matches])
+        return [
+            SearchHit(m.code, descriptions[m.code], m.score, m.matched or descriptions[m.code], m.source)
+            for m in matches
+        ]
+
+    def index_lookup(self, terms: list[str], limit: int = 25) -> list[IndexEntry]:
+        """Navigate the alphabetic index like a coder: a main term, then subterms.
+
+        The main term is the first term that matches a main-term title (case, plurals,
+        nonessential modifiers and the second spelling of 'Diabetes, diabetic' ignored), else any
+        word of the terms that does. Among the subterms under it, the reached term is the one
+        whose path covers most words of the query; ties go to fewer unrequested words, then the
+        shallower, then the first term, so an exact path wins and connective levels ('with',
+        'due to') are crossed without being named. A reached 'see' reference, and a 'see also'
+        when words remain uncovered, are followed (at most MAX_SEE_DEPTH times). Returns the
+        reached term, then its subterms in index order, then the followed references' entries,
+        at most `limit` entries in all.
+        """
+        tree = self._index_tree()
+        reached = tree.navigate([t for t in terms if t and t.strip()], MAX_SEE_DEPTH)
+        ids: list[int] = []
+        for term_id in reached:
+            for member in tree.subtree(term_id):
+                if member not in ids:
+                    ids.append(member)
+                if len(ids) >= limit:
+                    break
+            if len(ids) >= limit:
+                break
+        resolved = self._resolved([tree.rows[i].code for i in ids if tree.rows[i].code])
+        return [
+            IndexEntry(
+                path=row.path,
+                code=row.code,
+                see=row.see,
+                see_also=row.see_also,
+                billable_codes=tuple(resolved.get(row.code, ())),
+                source=row.source,
+            )
+            for row in (tree.rows[i] for i in ids)
+        ]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                cursor = self._con.cursor()
+                self._cursors.append(cursor)
+            self._local.cursor = cursor
+        return cursor
+
+    def _rows(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self._cursor().execute(sql, params or {}).fetchall()
+
+    def _lookup(self, key: str) -> CodeInfo | None:
+        """From memory once the hierarchy is loaded, else one indexed query (the CLI's path)."""
+        tree = self._nodes
+        if tree is not None:
+            i = tree.position.get(key)
+            return tree.info(i) if i is not None else None
+        rows = self._rows(f"SELECT {_COLUMNS} FROM nodes n WHERE n.code = $code", {"code": key})
+        return _info(rows[0]) if rows else None
+
+    def _graph(self):
+        return graph.load_graph(self._cursor(), (self.path.resolve(), self.path.stat().st_mtime_ns))
+
+    def _hierarchy(self) -> _Hierarchy:
+        with self._lock:
+            if self._nodes is None:
+                self._nodes = _Hierarchy(self._con.cursor())
+            return self._nodes
+
+    def _search(self):
+        with self._lock:
+            if self._searcher is None:
+                from icd_graph.search import Searcher
+
+                self._searcher = Searcher(self.path.with_name(self.path.name + ".bm25"))
+            return self._searcher
+
+    def _index_tree(self) -> _IndexTree:
+        with self._lock:
+            if self._tree is None:
+                self._tree = _IndexTree(self._con.cursor())
+            return self._tree
+
+    def _descriptions(self, codes: list[str]) -> dict[str, str]:
+        rows = self._rows("SELECT code, description FROM nodes WHERE code IN (SELECT unnest($codes))", {"codes": codes})
+        return dict(rows)
+
+    def _resolved(self, raw_codes: list[str]) -> dict[str, list[str]]:
+        """Printed index codes -> their billable codes, in document order."""
+        rows = self._rows(
+            """SELECT c.raw_code, c.code FROM index_codes c JOIN nodes n ON n.code = c.code
+               WHERE c.raw_code IN (SELECT unnest($raw)) ORDER BY n.seq""",
+            {"raw": sorted(set(raw_codes))},
+        )
+        resolved: dict[str, list[str]] = {}
+        for raw, code in rows:
+            resolved.setdefault(raw, []).append(code)
+        return resolved
+
+
+def _key(code: str) -> str:
+    cleaned = code.strip().upper() if isinstance(code, str) else ""
+    return cleaned if _CHAPTER_OR_BLOCK.fullmatch(cleaned) else normalize(cleaned)
+
+
+def _info(row: tuple) -> CodeInfo:
+    return CodeInfo(*row)
+
+
+def _needs_seventh(code: str, completions: list[str]) -> bool:
+    """True when every billable code under `code` is it plus a 7th character (X-padded)."""
+    stem = undotted(code).ljust(6, "X")
+    return bool(completions) and len(stem) == 6 and all(
+        len(undotted(c)) == 7 and undotted(c).startswith(stem) for c in completions
+    )
+
+
+class _Hierarchy:
+    """All nodes and notes in document order, in memory, for fast expansion (loaded once, < 1 s)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection):
+        import numpy as np
+
+        from icd_graph.search import subtree_ends
+
+        columns = cursor.execute(f"SELECT {_COLUMNS} FROM nodes n ORDER BY n.seq").fetchnumpy()
+        self.columns = [columns[name].tolist() for name in _COLUMN_NAMES]
+        codes = self.columns[0]
+        self.position = {code: i for i, code in enumerate(codes)}
+        self.parent = [self.position.get(p, -1) if p is not None else -1 for p in self.columns[4]]
+        self.depth = np.asarray(columns["depth"], dtype=np.int16)
+        self.billable = np.asarray(columns["billable"], dtype=bool)
+        self.end = subtree_ends(self.depth)
+        self.notes: dict[int, list[tuple[str, str]]] = {}
+        for code, kind, text in cursor.execute("SELECT code, kind, text FROM notes ORDER BY seq").fetchall():
+            self.notes.setdefault(self.position[code], []).append((kind, text))
+        cursor.close()
+        self.children: dict[int, list[int]] = {}
+        for i, p in enumerate(self.parent):
+            self.children.setdefault(p, []).append(i)
+
+    def info(self, i: int) -> CodeInfo:
+        return CodeInfo(*(column[i] for column in self.columns))
+
+    def expand(self, i: int, kind: str) -> list[int]:
+        parent = self.parent[i]
+        if kind == "parent":
+            return [parent] if parent >= 0 else []
+        if kind == "children":
+            return list(self.children.get(i, ()))
+        if kind == "ancestors":
+            chain = []
+            while parent >= 0:
+                chain.append(parent)
+                parent = self.parent[parent]
+            return chain
+        if kind == "descendants":
+            return list(range(i + 1, int(self.end[i])))
+        if kind == "siblings":
+            return [j for j in self.children.get(parent, ()) if j != i]
+        if kind == "cousins":
+            grandparent = self.parent[parent] if parent >= 0 else -1
+            if grandparent < 0:
+                return []
+            uncles = [u for u in self.children.get(grandparent, ()) if u != parent]
+            return sorted(j for u in uncles for j in self.children.get(u, ()))
+        import numpy as np
+
+        under = np.arange(i, int(self.end[i]))
+        under = under[self.billable[under]]
+        return under[np.lexsort((under, self.depth[under]))].tolist()
+
+
+class _Term:
+    __slots__ = ("id", "source", "parent_id", "level", "title", "path", "code", "see", "see_also", "tokens", "children")
+
+    def __init__(self, row: tuple, tokens: frozenset[str]):
+        self.id, self.source, self.parent_id, self.level, self.title, self.path = row[:6]
+        self.code, self.see, self.see_also = row[6:9]
+        self.tokens = tokens
+        self.children: list[int] = []
+
+
+class _IndexTree:
+    """The alphabetic and external-cause index terms, in memory, for navigation."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection):
+        from icd_graph.search import tokenize
+
+        self.tokenize = tokenize
+        rows = cursor.execute(
+            """SELECT id, source, parent_id, level, title, path, code, see, see_also
+               FROM index_terms WHERE source IN ('index', 'eindex') ORDER BY id"""
+        ).fetchall()
+        cursor.close()
+        self.rows: dict[int, _Term] = {}
+        self.mains: dict[str, list[int]] = {}
+        for row in rows:
+            term = _Term(row, frozenset(tokenize(row[4] or "")))
+            self.rows[term.id] = term
+            if term.parent_id is not None and term.parent_id in self.rows:
+                self.rows[term.parent_id].children.append(term.id)
+            elif term.level == 0:
+                parts = (term.title or "").split(",")
+                for key in {self._key(term.title or ""), *(self._key(part) for part in parts)}:
+                    if key:
+                        self.mains.setdefault(key, []).append(term.id)
+
+    def _key(self, text: str) -> str:
+        return " ".join(self.tokenize(text))
+
+    def subtree(self, term_id: int):
+        """The term, then its descendants in index order."""
+        stack = [term_id]
+        while stack:
+            current = stack.pop()
+            yield current
+            stack.extend(reversed(self.rows[current].children))
+
+    def navigate(self, terms: list[str], budget: int) -> list[int]:
+        """Reached term ids: the best-covering term, then the targets of followed references."""
+        mains = self._main_candidates(terms)
+        if not mains:
+            return []
+        wanted = frozenset(self.tokenize(" ".join(terms)))
+        best_key, best = None, None
+        for rank, main in enumerate(mains):
+            for term_id, covered, extras in self._walk(main, wanted):
+                term = self.rows[term_id]
+                key = (len(covered), -extras, -rank, -term.level, -term.id)
+                if best_key is None or key > best_key:
+                    best_key, best = key, (term_id, covered)
+        term_id, covered = best
+        reached = [term_id]
+        if budget <= 0:
+            return reached
+        term = self.rows[term_id]
+        missing = [word for word in " ".join(terms).split() if self.tokenize(word) and not set(self.tokenize(word)) <= covered]
+        references = []
+        if term.see and not term.code:
+            references.append(term.see)
+        if missing:
+            references.extend(self.rows[i].see_also for i in (term_id, mains[0]) if self.rows[i].see_also)
+        for reference in references:
+            if reference.strip().lower() in GENERIC_REFERENCES:
+                continue
+            for target in self.navigate([part.strip() for part in reference.split(",")] + missing, budget - 1):
+                if target not in reached:
+                    reached.append(target)
+        return reached
+
+    def _main_candidates(self, terms: list[str]) -> list[int]:
+        """Main terms matching the first term that matches any; else any word that does."""
+        for term in terms:
+            key = self._key(term)
+            if key in self.mains:
+                return self.mains[key]
+            first = self._key(term.split(",")[0])
+            if first in self.mains:
+                return self.mains[first]
+        found: list[int] = []
+        for word in " ".join(terms).split():
+            for main in self.mains.get(self._key(word), ()):
+                if main not in found:
+                    found.append(main)
+        return found
+
+    def _walk(self, main: int, wanted: frozenset[str]):
+        """(term id, query tokens covered by its path, path tokens not asked for) per term."""
+        main_term = self.rows[main]
+        stack = [(main, main_term.tokens & wanted, 0)]
+        while stack:
+            term_id, covered, extras = stack.pop()
+            yield term_id, covered, extras
+            for child in self.rows[term_id].children:
+                tokens = self.rows[child].tokens
+                stack.append((child, covered | (tokens & wanted), extras + len(tokens - wanted)))
