@@ -111,6 +111,150 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
     console.print(f"Wrote [bold]{report.db}[/] in {report.seconds:.1f} s", highlight=False)
 
 
+
+EXPANSION_KINDS = ["parent", "children", "ancestors", "descendants", "siblings", "cousins",
+                   "neighbors1", "neighbors2", "billable"]
+
+
+def open_kb(db: Path | None):
+    from icd_graph.kb import KnowledgeBase
+
+    return KnowledgeBase(resolve_db(db))
+
+
+def code_rows(title: str, infos) -> Table:
+    table = Table(title=title)
+    for column in ("code", "description", "billable"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(info.code, info.description, "yes" if info.billable else "")
+    return table
+
+
+@icd.command("show")
+@click.argument("code")
+@db_option
+@json_option
+def icd_show(code: str, db: Path | None, as_json: bool) -> None:
+    """A code with its place in the hierarchy and its notes, own and inherited."""
+    from dataclasses import asdict
+
+    from rich.panel import Panel
+
+    with open_kb(db) as kb:
+        info = kb.require(code)
+        notes = kb.notes(info.code, inherited=True)
+    if as_json:
+        print_json({**asdict(info), "notes": [asdict(note) for note in notes]})
+        return
+    billable = "[green]billable[/]" if info.billable else "[yellow]not billable[/]"
+    console.print(Panel(
+        f"{info.description}\n{billable} {info.kind}   parent {info.parent or '-'}   "
+        f"block {info.block or '-'}   chapter {info.chapter or '-'}",
+        title=f"[bold]{info.code}[/]", expand=False, highlight=False,
+    ))
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for note in notes:
+        grouped.setdefault((note.kind, note.source), []).append(note.text)
+    for (kind, source), texts in grouped.items():
+        origin = "" if source == info.code else f" [dim](from {source})[/]"
+        console.print(f"[bold]{kind}[/]{origin}", highlight=False)
+        for text in texts:
+            console.print(f"  - {text}", highlight=False)
+
+
+@icd.command("expand")
+@click.argument("code")
+@click.option("--kind", type=click.Choice(EXPANSION_KINDS), default="children", show_default=True,
+              help="neighbors1/neighbors2: codes at exactly 1/2 hops in the hierarchy + index graph.")
+@db_option
+@json_option
+def icd_expand(code: str, kind: str, db: Path | None, as_json: bool) -> None:
+    """Related codes: parent, children, ancestors, descendants, siblings, cousins, neighbours, billable."""
+    from dataclasses import asdict
+
+    with open_kb(db) as kb:
+        infos = kb.expand(code, kind)
+    if as_json:
+        print_json([asdict(info) for info in infos])
+        return
+    console.print(code_rows(f"{kind} of {code} ({len(infos)})", infos))
+
+
+@icd.command("search")
+@click.argument("text", nargs=-1, required=True)
+@click.option("--k", default=20, show_default=True, help="Number of hits.")
+@click.option("--source", type=click.Choice(["tabular", "index", "all"]), default="all", show_default=True,
+              help="all: both indexes fused, billable codes only.")
+@db_option
+@json_option
+def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_json: bool) -> None:
+    """Lexical (BM25) search over code descriptions and alphabetic-index paths."""
+    from dataclasses import asdict
+
+    query = " ".join(text)
+    with open_kb(db) as kb:
+        hits = kb.search(query, k=k, source=source)
+    if as_json:
+        print_json([asdict(hit) for hit in hits])
+        return
+    table = Table(title=f"{source} search: {query}")
+    for column in ("code", "description", "score", "matched"):
+        table.add_column(column)
+    for hit in hits:
+        matched = "" if hit.matched == hit.description else hit.matched
+        table.add_row(hit.code, hit.description, f"{hit.score:.3f}", matched)
+    console.print(table)
+
+
+@icd.command("index")
+@click.argument("terms", nargs=-1, required=True)
+@click.option("--limit", default=25, show_default=True, help="At most this many entries.")
+@db_option
+@json_option
+def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool) -> None:
+    """Navigate the alphabetic index: a main term, then subterms (e.g. Diabetes "type 2" with retinopathy)."""
+    from dataclasses import asdict
+
+    with open_kb(db) as kb:
+        entries = kb.index_lookup(list(terms), limit=limit)
+    if as_json:
+        print_json([asdict(entry) for entry in entries])
+        return
+    table = Table(title="index: " + " > ".join(terms))
+    for column in ("path", "code", "billable codes", "see"):
+        table.add_column(column)
+    for entry in entries:
+        codes = ", ".join(entry.billable_codes[:6]) + (" ..." if len(entry.billable_codes) > 6 else "")
+        see = " ".join(filter(None, [entry.see and f"see {entry.see}", entry.see_also and f"see also {entry.see_also}"]))
+        table.add_row(entry.path, entry.code or "", codes, see)
+    console.print(table)
+
+
+@icd.command("validate")
+@click.argument("codes", nargs=-1, required=True)
+@db_option
+@json_option
+def icd_validate(codes: tuple[str, ...], db: Path | None, as_json: bool) -> None:
+    """Check codes against the release. Exit status 1 if any is not a billable code."""
+    from dataclasses import asdict
+
+    with open_kb(db) as kb:
+        results = [kb.validate(code) for code in codes]
+    if as_json:
+        print_json([asdict(result) for result in results])
+    else:
+        table = Table(title="validation")
+        for column in ("input", "code", "billable", "reason", "completions"):
+            table.add_column(column)
+        for r in results:
+            more = f" (+{r.completion_count - len(r.completions)})" if r.completion_count > len(r.completions) else ""
+            completions = "" if r.billable else ", ".join(r.completions[:8]) + more
+            table.add_row(r.input, r.code or "", "yes" if r.billable else "no", r.reason, completions)
+        console.print(table)
+    if not all(r.billable for r in results):
+        sys.exit(1)
+
 # --- data and evaluation commands ---------------------------------------------------------
 
 
