@@ -740,20 +740,30 @@ def notes_progress(total: int, quiet: bool):
 
 
 def print_comparison(comparison) -> None:
-    table = Table(title=f"{comparison.dataset}: hand-written vs compiled")
-    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]",
-                   "LM calls", "tokens", "parse fail", "s/note"):
-        table.add_column(column, justify="left" if column == "system" else "right")
+    """Two tables (quality, cost) so that each fits an 80-column terminal."""
+    from rich import box
+
+    quality = Table(title=f"{comparison.dataset}: hand-written vs compiled", box=box.SIMPLE_HEAD)
+    cost = Table(box=box.SIMPLE_HEAD)
+    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]"):
+        quality.add_column(column, justify="left" if column == "system" else "right")
+    for column in ("system", "LM calls", "tokens", "unparsed answers", "s/note"):
+        cost.add_column(column, justify="left" if column == "system" else "right")
     for row in comparison.rows:
         item = row.as_dict()
+        name = Path(item["compiled"]).name if item["compiled"] else item["system"]
         diff = item["difference"]
         gain = f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
-        table.add_row(
-            item["system"], f"{item['micro']['f1']:.3f}", f"{item['macro']['f1']:.3f}", f"{item['category_micro']['f1']:.3f}",
-            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain, f"{item['lm_calls']:,}",
-            f"{item['prompt_tokens'] + item['completion_tokens']:,}", str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}",
+        quality.add_row(
+            name, f"{item['micro']['f1']:.3f}", f"{item['macro']['f1']:.3f}", f"{item['category_micro']['f1']:.3f}",
+            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain,
         )
-    console.print(table)
+        cost.add_row(name, f"{item['lm_calls']:,}", f"{item['prompt_tokens'] + item['completion_tokens']:,}",
+                     str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}")
+    console.print(quality)
+    console.print(cost)
+    console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program (paired bootstrap). "
+                  "LM calls include cache hits; tokens count the calls the model answered.[/]", highlight=False)
     for row in comparison.rows:
         for note_id, error in row.run.failed:
             err_console.print(f"[yellow]{row.run.label} {note_id}:[/] {error}", highlight=False)
