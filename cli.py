@@ -624,6 +624,8 @@ def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec
         print_compile_run(run, path)
     if run.status == "failed":
         raise CompileFailed(f"{run.message}; the best program found before it stopped is in {path}")
+    if run.status == "interrupted":
+        sys.exit(130)
 
 
 def calls_progress(total: int, quiet: bool):
