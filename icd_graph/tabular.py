@@ -44,7 +44,7 @@ SEVENTH = "seventh_character"
 
 _EXCLUSION = re.compile(
     r"7th characters? (?P<chars>[A-Z](?:(?:,|,? and|,? or) [A-Z])*) do(?:es)? not apply to codes"
-    r" in category (?P<category>[A-Z0-9]{3}) with 6th character (?P<rest>.*)",
+    r" in category [A-Z0-9]{3} with 6th character (?P<rest>.*)",
     re.IGNORECASE,
 )
 
