@@ -1,0 +1,111 @@
+import threading
+
+import pytest
+
+from icd_graph.errors import DatabaseMissing, MalformedCode, UnknownCode
+from icd_graph.kb import KnowledgeBase
+
+
+def test_codes_in_any_spelling(kb):
+    assert kb.get("e119").code == kb.get("E11.9").code == "E11.9"
+    assert kb.get("W19XXXA").code == "W19.XXXA"
+    assert kb.get("E08-E13").kind == "block"
+    assert kb.get("U99.99") is None and kb.get("not a code") is None
+    with pytest.raises(UnknownCode):
+        kb.require("U99.99")
+    with pytest.raises(MalformedCode):
+        kb.require("12345")
+    assert kb.release.fiscal_year == 2026 and kb.release_name() == kb.release.name
+
+
+def test_inherited_notes(kb):
+    notes = kb.notes("E11.9")
+    assert any(n.kind == "use_additional_code" and n.source == "E11" and "Z79.4" in n.text for n in notes)
+    assert not any(n.source != "E11.9" for n in kb.notes("E11.9", inherited=False))
+    assert not any(n.kind == "inclusion_term" and n.source != "E11.9" for n in notes)
+    excludes = [n.text for n in kb.notes("I10") if n.kind == "excludes1"]
+    assert any("P29.2" in text for text in excludes)
+    seventh = [n.text for n in kb.notes("S72.001A") if n.kind == "seventh_character"]
+    assert "A: initial encounter for closed fracture" in seventh
+
+
+def test_hierarchy_expansions(kb):
+    def codes(code, kind):
+        return [info.code for info in kb.expand(code, kind)]
+
+    assert codes("E11.9", "parent") == ["E11"]
+    assert codes("E11.311", "ancestors") == ["E11.31", "E11.3", "E11", "E08-E13", "CH04"]
+    siblings = codes("E11.9", "siblings")
+    assert "E11.8" in siblings and "E11.9" not in siblings and "E11.A" in siblings
+    assert codes("E11.311", "siblings") == ["E11.319"]
+    cousins = codes("E11.311", "cousins")  # grandparent E11.3, parent E11.31
+    assert "E11.321" in cousins and "E11.3591" not in cousins and "E11.36" not in cousins
+    assert "E11.319" not in cousins and "E11.311" not in cousins
+    assert codes("S72.001", "children")[:2] == ["S72.001A", "S72.001B"]
+    assert set(codes("E11.31", "descendants")) == {"E11.311", "E11.319"}
+    assert codes("E11.9", "billable") == ["E11.9"]
+    with pytest.raises(ValueError):
+        kb.expand("E11.9", "uncles")
+
+
+def test_graph_neighbours(kb):
+    one = {info.code for info in kb.expand("E11.319", "neighbors1")}
+    assert {"E11.31", "E11.9"} <= one  # hierarchy and index-path edges
+    two = {info.code for info in kb.expand("E11.319", "neighbors2")}
+    assert "E11.3" in two and not two & one and "E11.319" not in two
+
+
+def test_validate_and_complete(kb):
+    e11 = kb.validate("E11")
+    assert e11.valid and not e11.billable and e11.reason == "not billable: category with subcodes"
+    assert "E11.9" in e11.completions and e11.completion_count > len(e11.completions) == 20
+    fracture = kb.validate("S72.001")
+    assert fracture.reason == "needs a 7th character" and fracture.completions[0] == "S72.001A"
+    assert kb.validate("w19").reason == "needs a 7th character"
+    assert kb.validate("e119").billable and kb.validate("e119").code == "E11.9"
+    assert kb.validate("U99.99").reason == "unknown code"
+    assert kb.validate("hello").reason == "malformed"
+    assert kb.complete("E11.31") == ["E11.311", "E11.319"]
+
+
+def test_search_sources(kb):
+    hits = kb.search("type 2 diabetes with retinopathy", k=10, source="all")
+    assert any(h.code.startswith("E11.31") for h in hits)
+    assert all(kb.validate(h.code).billable for h in hits)
+    tabular = kb.search("type 2 diabetes with retinopathy", k=10, source="tabular")
+    assert all(h.code.startswith("E11.3") for h in tabular)
+    index = kb.search("essential hypertension", k=5, source="index")
+    assert "I10" in [h.code for h in index] and all(h.matched for h in index)
+    assert kb.search("", k=5) == []
+
+
+def test_index_navigation(kb):
+    entries = kb.index_lookup(["Diabetes", "type 2", "with", "retinopathy"])
+    assert entries[0].path == "Diabetes, diabetic, type 2, with, retinopathy"
+    assert entries[0].billable_codes == ("E11.319",)
+    assert all(e.path.startswith(entries[0].path) for e in entries)
+    assert {"E11.311", "E11.3211"} <= {c for e in entries for c in e.billable_codes}
+    unordered = kb.index_lookup(["retinopathy", "diabetes", "type", "2"])
+    assert any("E11.319" in e.billable_codes for e in unordered)
+    followed = kb.index_lookup(["Abdominalgia"])
+    assert followed[0].see == "Pain, abdominal" and followed[1].path == "Pain, abdominal"
+    assert kb.index_lookup(["Zzzyzzx"]) == []
+
+
+def test_shared_across_threads(kb):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(kb.require("I10").code)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["I10"] * 4
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(DatabaseMissing, match="icd build"):
+        KnowledgeBase(tmp_path / "none.duckdb")
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a database")
+    with pytest.raises(DatabaseMissing, match="icd build"):
+        KnowledgeBase(bad)
