@@ -69,13 +69,3 @@ class Release:
     fiscal_year: int
     built_at: str
     sources: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TableCell:
-    """One cell of the Table of Neoplasms or of Drugs, with its code resolved to billable ones."""
-
-    path: str
-    column: str
-    code: str
-    billable_codes: tuple[str, ...] = ()
