@@ -76,7 +76,7 @@ class CodeLikeHumans(CodingProgram):
             if not term or term.lower() in seen:
                 break
             seen.add(term.lower())
-            entries = self.ranked_entries(term, statement)
+            entries = self.entries(term, statement)
             if not entries:
                 trace.log.append(f"index: nothing under {term!r}")
                 break
@@ -100,14 +100,14 @@ class CodeLikeHumans(CodingProgram):
             trace.log.append(f"{statement!r}: index walk found no code; tabular search used")
         return [hit.code for hit in hits]
 
-    def ranked_entries(self, term: str, statement: str) -> list:
-        """The index entries under `term`, those sharing most words with the statement first."""
-        wanted = tokens(statement)
-        entries = self.kb.index_lookup([term])
-        ranked = sorted(
-            enumerate(entries), key=lambda pair: (-len(wanted & tokens(pair[1].path)), pair[0])
-        )
-        return [entry for _, entry in ranked[: self.max_entries]]
+    def entries(self, term: str, statement: str) -> list:
+        """The index entry the statement's words reach from `term` and its subterms, then the
+        main term `term` and its subterms in index order."""
+        entries = {}
+        for query in ([term, statement], [term]):
+            for entry in self.kb.index_lookup(query, limit=self.max_entries):
+                entries.setdefault(entry.path, entry)
+        return list(entries.values())[: self.max_entries]
 
     def closest(self, codes, statement: str) -> list[str]:
         wanted = tokens(statement)

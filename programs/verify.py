@@ -13,7 +13,7 @@ from programs.guarantees import Assembler, tokens
 from programs.result import CodedDiagnosis, StageTrace
 from signatures import ProposeCodes, SelectBestMatch
 
-EXPANSIONS = ("parent", "siblings", "cousins", "1hop", "2hop")
+EXPANSIONS = ("parent", "siblings", "cousins", "neighbors1", "neighbors2")
 NUMBER = re.compile(r"\d+")
 
 
@@ -33,16 +33,17 @@ class Verify(CodingProgram):
         expand, select = StageTrace("expand"), StageTrace("select")
         assembler = Assembler(self.kb, note)
         for raw, quote in proposals:
-            group = self.group(raw, quote, expand)
-            if not group:
+            ranked = self.group(raw, quote, expand)
+            if not ranked:
                 expand.drop(raw, "neither the code nor any neighbour is a billable code of the release")
                 continue
+            group = sorted(ranked)
             descriptions = [self.kb.require(code).description for code in group]
             options = [f"{i}. {text}" for i, text in enumerate(descriptions, 1)]
             out = run_stage(self.select, select, evidence=quote, options=options)
             index = _choice(out.choice, descriptions) if out else None
             if index is None:
-                code = raw if raw in group else group[0]
+                code = raw if self.kb.validate(raw).valid else ranked[0]
                 rationale = "first-pass code kept (selection unreadable)"
             else:
                 code, rationale = group[index], out.rationale.strip()
@@ -79,21 +80,19 @@ class Verify(CodingProgram):
         return list(found.values()), [trace]
 
     def group(self, raw: str, quote: str, trace: StageTrace) -> list[str]:
-        """The proposed code (or its nearest known ancestor) and its billable neighbours,
-        those closest to the evidence first, in code order."""
+        """The proposed code (or its nearest known ancestor) and its billable neighbours: the
+        `max_options` closest to the evidence, closest first."""
         anchor = self.nearest_known(raw)
         if anchor is None:
             return []
-        members = {anchor} if self.kb.require(anchor).billable else set()
+        members = set(self.kb.complete(anchor)[: self.max_options])
         for kind in self.expansions:
-            members.update(code for code in self.kb.expand(anchor, kind) if self.kb.require(code).billable)
-        if not members:
-            members.update(self.kb.validate(anchor).completions)
+            members.update(info.code for info in self.kb.expand(anchor, kind) if info.billable)
         wanted = tokens(quote)
         ranked = sorted(members, key=lambda c: (c != anchor, -len(wanted & tokens(self.kb.require(c).description)), c))
-        group = sorted(ranked[: self.max_options])
+        group = ranked[: self.max_options]
         trace.proposed.append(f"{raw}: {len(members)} codes")
-        trace.kept.append(f"{raw}: {', '.join(group)}")
+        trace.kept.append(f"{raw}: {', '.join(sorted(group))}")
         return group
 
     def nearest_known(self, raw: str) -> str | None:

@@ -36,6 +36,15 @@ def closest_code(text: str) -> str:
     return best
 
 
+def closest_number(text: str, query: str, listing: str) -> str:
+    """The number of the listed option that best fits the query field (few extra words)."""
+    words = lambda s: set(re.findall(r"[a-z0-9]+", s.lower()))
+    wanted = words(section(text, query))
+    entries = re.findall(r'"(\d+)\. ([^"]*?)(?: -> [^"]*)?"', section(text, listing))
+    scored = [(len(wanted & words(path)) - 0.5 * len(words(path) - wanted), -int(n), n) for n, path in entries]
+    return max(scored)[2] if scored else "0"
+
+
 def all_codes(text: str, name: str) -> list[str]:
     return list(dict.fromkeys(re.findall(r'"([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?):', section(text, name))))
 
@@ -50,11 +59,11 @@ DEFAULT_SCRIPT: dict[str, Reply] = {
         "statements": ["Essential hypertension, above goal.", "Hyperlipidemia. Continue atorvastatin"],
         "lead_terms": ["Hypertension", "Hyperlipidemia"],
     },
-    "next_term": lambda user: {"choice": "1", "next_term": ""},
+    "next_term": lambda user: {"choice": closest_number(user, "statement", "entries"), "next_term": ""},
     "accepted": lambda user: {"accepted": [first_code(user, "candidates")], "rationale": "The title matches."},
     "final_codes": lambda user: {"final_codes": all_codes(user, "candidates"), "rationale": "No conflicts."},
     "code": lambda user: {"code": closest_code(user), "rationale": "Best match."},
-    "options": lambda user: {"choice": "1", "rationale": "Most precise description."},
+    "options": lambda user: {"choice": closest_number(user, "evidence", "options"), "rationale": "Most precise."},
     "codes": lambda user: {
         "codes": ["I10", "E11", "U99.99"],
         "evidence": ["Essential hypertension, above goal.", "Type 2 diabetes mellitus", "made up"],
@@ -67,7 +76,7 @@ MARKERS = [
     ("next_term", "next_term"),
     ("accepted", "accepted"),
     ("final_codes", "final_codes"),
-    ("options", "options"),
+    ("choice", "options"),
     ("code", "code"),
     ("codes", "codes"),
 ]
