@@ -23,7 +23,7 @@ class Main(click.Group):
         try:
             return super().invoke(ctx)
         except IcdError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -423,13 +423,13 @@ def retrieval_eval(
     print_load_report(loaded)
     what = "mention phrases" if mode == "mentions" else "notes" + (" (sentences fused)" if report.sentences else "")
     table = Table(title=f"Candidate recall on {loaded.name}: {report.queries} {what}, {report.gold_codes} gold codes")
-    table.add_column("retriever")
+    table.add_column("retriever", no_wrap=True)
+    table.add_column("recall of", no_wrap=True)
     for k in report.ks:
-        table.add_column(f"code@{k}", justify="right")
-    for k in report.ks:
-        table.add_column(f"cat@{k}", justify="right")
+        table.add_column(f"@{k}", justify="right")
     for recall in report.recalls:
-        table.add_row(recall.retriever, *(f"{recall.code[k]:.2f}" for k in report.ks), *(f"{recall.category[k]:.2f}" for k in report.ks))
+        table.add_row(recall.retriever, "code", *(f"{recall.code[k]:.2f}" for k in report.ks))
+        table.add_row("", "category", *(f"{recall.category[k]:.2f}" for k in report.ks), end_section=True)
     console.print(table)
 
 
