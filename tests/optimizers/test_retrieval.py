@@ -58,6 +58,6 @@ def test_retrieval_eval_cli(kb_path, tmp_path):
     result = CliRunner().invoke(cli, [*args, "--mode", "notes", "--sentences", "--retrievers", "all"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     output = " ".join(result.stdout.split())  # rich wraps the title
-    assert "(sentences fused)" in output and "code@10" in output
+    assert "(sentences fused)" in output and "@10" in output and "category" in output
     result = CliRunner().invoke(cli, [*args[:-2], "--k", "ten", "--db", str(kb_path)])
     assert result.exit_code == 1 and "--k" in result.output
