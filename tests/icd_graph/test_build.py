@@ -40,9 +40,32 @@ TINY_TABULAR = """<?xml version="1.0" encoding="utf-8"?>
 """
 
 
-def tiny_source(folder: Path) -> Path:
+TINY_INDEX = """<?xml version="1.0" encoding="utf-8"?>
+<ICD10CM.index>
+  <version>2025</version>
+  <title>ICD-10-CM INDEX TO DISEASES and INJURIES</title>
+  <letter>
+    <title>D</title>
+    <mainTerm>
+      <title>Diabetes, diabetic<nemod>(mellitus)</nemod></title>
+      <code>E11.9</code>
+      <term level="1"><title>type 2</title><code>E11.-</code></term>
+    </mainTerm>
+  </letter>
+  <letter>
+    <title>H</title>
+    <mainTerm><title>Hypertension, hypertensive</title><code>I10</code></mainTerm>
+    <mainTerm><title>High blood pressure</title><see>Hypertension</see></mainTerm>
+  </letter>
+</ICD10CM.index>
+"""
+
+
+def tiny_source(folder: Path, index: bool = True) -> Path:
     folder.mkdir()
     (folder / "icd10cm-tabular-October-1-2025.xml").write_text(TINY_TABULAR)
+    if index:
+        (folder / "icd10cm-index-October-1-2025.xml.gz").write_bytes(gzip.compress(TINY_INDEX.encode()))
     return folder
 
 
@@ -50,9 +73,9 @@ def leftovers(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir()}
 
 
-def test_tiny_build_writes_every_table(tmp_path):
+def test_tabular_only_build(tmp_path):
     db = tmp_path / "out" / "kb.duckdb"
-    report = build(source=tiny_source(tmp_path / "src"), db=db)
+    report = build(source=tiny_source(tmp_path / "src", index=False), db=db)
     assert report.release == "ICD-10-CM October 1 2025" and report.fiscal_year == 2026
     assert report.counts["billable codes"] == 3 and report.counts["nodes chapter"] == 2
     assert leftovers(db.parent) == {"kb.duckdb", "kb.duckdb.bm25"}
@@ -62,6 +85,16 @@ def test_tiny_build_writes_every_table(tmp_path):
         edges = con.execute("SELECT a, b FROM graph_edges WHERE kind = 'hierarchy' ORDER BY b").fetchall()
         assert ("E11", "E11.9") in edges and ("CH09", "I10-I1A") in edges
         assert con.execute("SELECT count(*) FROM index_terms").fetchone() == (0,)
+
+
+def test_index_terms_are_resolved_against_the_tabular(tmp_path):
+    db = tmp_path / "kb.duckdb"
+    report = build(source=tiny_source(tmp_path / "src"), db=db)
+    assert report.counts["index terms index"] == 4
+    with duckdb.connect(str(db), read_only=True) as con:
+        completed = con.execute("SELECT code FROM index_codes WHERE raw_code = 'E11.-' ORDER BY code").fetchall()
+        assert completed == [("E11.8",), ("E11.9",)]
+        assert con.execute("SELECT DISTINCT kind FROM source_files ORDER BY kind").fetchall() == [("index",), ("tabular",)]
 
 
 def test_rebuild_is_idempotent(tmp_path):
