@@ -53,6 +53,21 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _SUFFIXES = (("ically", ""), ("ical", ""), ("ies", "y"), ("es", ""), ("ic", ""), ("s", ""), ("e", ""))
+ABBREVIATIONS = {
+    "htn": "hypertension", "copd": "chronic obstructive pulmonary disease",
+    "gerd": "gastroesophageal reflux disease", "ckd": "chronic kidney disease", "afib": "atrial fibrillation",
+    "chf": "congestive heart failure", "cad": "coronary artery disease", "dm": "diabetes mellitus",
+    "t2dm": "type 2 diabetes mellitus", "t1dm": "type 1 diabetes mellitus", "uti": "urinary tract infection",
+    "uri": "upper respiratory infection", "dvt": "deep vein thrombosis", "osa": "obstructive sleep apnea",
+    "bph": "benign prostatic hyperplasia", "oa": "osteoarthritis", "djd": "degenerative joint disease",
+    "tia": "transient ischemic attack", "mi": "myocardial infarction", "hld": "hyperlipidemia",
+    "ibs": "irritable bowel syndrome", "ptsd": "post-traumatic stress disorder",
+    "adhd": "attention-deficit hyperactivity disorder", "acl": "anterior cruciate ligament",
+    "pcl": "posterior cruciate ligament", "mcl": "medial collateral ligament", "lcl": "lateral collateral ligament",
+    "dcis": "ductal carcinoma in situ", "hiv": "human immunodeficiency virus", "uc": "ulcerative colitis",
+    "ra": "rheumatoid arthritis", "ms": "multiple sclerosis",
+    "ii": "2", "iii": "3", "iv": "4",
+}
 
 
 def stem(word: str) -> str:
@@ -66,7 +81,11 @@ def stem(word: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    return [stem(word) for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
+    """Lower-cased, stemmed words without stop words; common clinical abbreviations spelled out."""
+    words = []
+    for word in _WORD.findall(text.lower()):
+        words.extend(_WORD.findall(ABBREVIATIONS[word]) if word in ABBREVIATIONS else (word,))
+    return [stem(word) for word in words if word not in STOPWORDS]
 
 
 @dataclass(frozen=True)
