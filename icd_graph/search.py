@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from itertools import combinations
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +40,16 @@ TABULAR = "tabular"
 INDEX = "index"
 ALL = "all"
 SOURCES = (TABULAR, INDEX, ALL)
+EXACT = "exact"
 
 CANDIDATES = 50
 EXPANSION = 3
 RRF_K = 10
 LEVEL_DISCOUNT = 0.2
 INDEX_B = 0.3
-WEIGHTS = {TABULAR: 0.5, INDEX: 1.0}
+ENCOUNTER_DISCOUNT = 0.05
+EXACT_MAX_WORDS = 8
+WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0}
 
 STOPWORDS = frozenset(
     "a an and are as at be by for from has have in into is it its of on or other than that the "
@@ -97,24 +101,66 @@ class Match:
 
 
 _TABULAR_DOCS = """
-SELECT n.code, n.description, n.depth, n.billable, coalesce(i.terms, '') AS terms
+SELECT n.code, n.description, n.depth, n.billable, coalesce(i.terms, []) AS terms
 FROM nodes n
 LEFT JOIN (
-    SELECT code, string_agg(text, ' ; ' ORDER BY seq) AS terms
-    FROM notes WHERE kind = 'inclusion_term' GROUP BY code
+    SELECT code, list(text ORDER BY seq) AS terms FROM notes WHERE kind = 'inclusion_term' GROUP BY code
 ) i USING (code)
 WHERE n.kind NOT IN ('chapter', 'block')
 ORDER BY n.seq
 """
 
 _INDEX_DOCS = """
-SELECT t.path, coalesce(t.nemod, ''), t.code, t.level FROM index_terms t WHERE t.code IS NOT NULL
+SELECT t.id, t.path, coalesce(t.nemod, ''), t.code, t.level FROM index_terms t WHERE t.code IS NOT NULL
 UNION ALL
-SELECT t.path || ', ' || c.column_name, coalesce(t.nemod, ''), c.code, t.level + 1
+SELECT NULL, t.path || ', ' || c.column_name, coalesce(t.nemod, ''), c.code, t.level + 1
 FROM table_cells c JOIN index_terms t ON t.id = c.term_id
 """
 
+_INDEX_TERMS = """
+SELECT id, parent_id, level, title, coalesce(nemod, ''), path, code, coalesce(see, see_also)
+FROM index_terms WHERE source IN ('index', 'eindex')
+"""
+
 _RESOLUTIONS = "SELECT raw_code, code FROM index_codes WHERE code IS NOT NULL"
+
+_ENCOUNTER = re.compile(r",? (?:(?:initial|subsequent) encounter(?: for)?|sequela$)", re.IGNORECASE)
+_PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+_DEFAULT_WORDS = frozenset(tokenize("unspecified NOS NEC"))
+
+
+def encounter_rank(description: str) -> int:
+    """0 for an initial encounter (and any code without one), 1 subsequent, 2 sequela."""
+    text = description.lower()
+    return 2 if text.endswith(", sequela") else 1 if "subsequent encounter" in text else 0
+
+
+def tabular_phrase(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(essential, nonessential) words of a description or inclusion term: words in parentheses,
+    'unspecified', 'NOS', 'NEC', clauses that start with 'unspecified' and the encounter are
+    nonessential."""
+    text = _ENCOUNTER.sub(",", text)
+    essential: set[str] = set()
+    nonessential = set(tokenize(" ".join(_PARENTHESES.findall(text))))
+    for clause in _PARENTHESES.sub(" ", text).split(","):
+        words = tokenize(clause)
+        if words and words[0] in _DEFAULT_WORDS:
+            nonessential.update(words)
+        else:
+            essential.update(word for word in words if word not in _DEFAULT_WORDS)
+            nonessential.update(word for word in words if word in _DEFAULT_WORDS)
+    return frozenset(essential), frozenset(nonessential - essential)
+
+
+def main_term_phrase(title: str) -> tuple[frozenset[str], frozenset[str]]:
+    """A main term's title: its other spellings ('Diabetes, diabetic') are nonessential."""
+    parts = [tokenize(part) for part in title.split(",")]
+    head = parts[0]
+    essential, nonessential = set(head), set()
+    for part in parts[1:]:
+        alternative = head and part and part[0][:4] == head[0][:4]
+        (nonessential if alternative else essential).update(part)
+    return frozenset(essential), frozenset(nonessential - essential)
 
 
 def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
@@ -126,8 +172,11 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     codes = [row[0] for row in rows]
     depth = np.array([row[2] for row in rows], dtype=np.int16)
     position = {code: i for i, code in enumerate(codes)}
-    _save_bm25(bm25s, [tokenize(f"{row[1]} {row[4]}") for row in rows], out_dir / TABULAR)
+    phrases = [(i, text) for i, row in enumerate(rows) for text in (row[1], *row[4])]
+    _save_bm25(bm25s, [tokenize(_ENCOUNTER.sub(",", text)) for _, text in phrases], out_dir / TABULAR)
+    np.save(out_dir / "phrase_positions.npy", np.array([i for i, _ in phrases], dtype=np.int32))
     np.save(out_dir / "billable.npy", np.array([bool(row[3]) for row in rows]))
+    np.save(out_dir / "encounter.npy", np.array([encounter_rank(row[1]) for row in rows], dtype=np.int8))
     np.save(out_dir / "depth.npy", depth)
     np.save(out_dir / "end.npy", subtree_ends(depth))
     _write_json(out_dir / "codes.json", codes)
@@ -136,13 +185,67 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     for raw, code in con.execute(_RESOLUTIONS).fetchall():
         if code in position:
             resolved.setdefault(raw, []).append(position[code])
-    docs = [row for row in con.execute(_INDEX_DOCS).fetchall() if resolved.get(row[2])]
-    targets = [sorted(set(resolved[raw])) for _, _, raw, _ in docs]
-    _save_bm25(bm25s, [tokenize(f"{path} {nemod}") for path, nemod, _, _ in docs], out_dir / INDEX, b=INDEX_B)
+    terms = con.execute(_INDEX_TERMS).fetchall()
+    phrases_of = index_phrases(terms)
+    docs = [row for row in con.execute(_INDEX_DOCS).fetchall() + see_docs(terms, phrases_of) if resolved.get(row[3])]
+    targets = [sorted(set(resolved[raw])) for *_, raw, _ in docs]
+    _save_bm25(bm25s, [tokenize(f"{path} {nemod}") for _, path, nemod, _, _ in docs], out_dir / INDEX, b=INDEX_B)
     np.save(out_dir / "index_levels.npy", np.array([level for *_, level in docs], dtype=np.int16))
     np.save(out_dir / "index_offsets.npy", np.cumsum([0] + [len(t) for t in targets], dtype=np.int64))
     np.save(out_dir / "index_targets.npy", np.array([p for t in targets for p in t], dtype=np.int32))
-    _write_json(out_dir / "paths.json", [path for path, *_ in docs])
+    _write_json(out_dir / "paths.json", [path for _, path, *_ in docs])
+
+    exact = [[sorted(phrases_of[row[0]][0]), sorted(phrases_of[row[0]][1]), INDEX, doc]
+             for doc, row in enumerate(docs) if row[0] in phrases_of and phrases_of[row[0]][0]]
+    exact += [[sorted(e), sorted(n), TABULAR, i] for i, text in phrases for e, n in [tabular_phrase(text)] if e]
+    _write_json(out_dir / "exact.json", exact)
+
+
+def index_phrases(rows: list[tuple]) -> dict[int, tuple[frozenset[str], frozenset[str]]]:
+    """(essential, nonessential) words of every index term: the titles on its path are essential
+    (but a main term's other spellings), the nonessential modifiers on its path are not."""
+    phrases: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+    for term_id, parent, level, title, nemod, *_ in sorted(rows, key=lambda row: row[2]):
+        if level == 0 or parent not in phrases:
+            essential, nonessential = main_term_phrase(title or "")
+        else:
+            essential, nonessential = phrases[parent]
+            essential = essential | frozenset(tokenize(title or ""))
+        nonessential = (nonessential | frozenset(tokenize(nemod))) - essential
+        phrases[term_id] = (essential, nonessential)
+    return phrases
+
+
+def see_docs(rows: list[tuple], phrases: dict[int, tuple[frozenset[str], frozenset[str]]]) -> list[tuple]:
+    """Index documents for the terms that print no code but a 'see' (or 'see also') reference:
+    the term's own words, pointing to the code of the term the reference names (found like an
+    exact-match query: its essential words all in the reference, the reference's words all in it)."""
+    coded: dict[frozenset[str], list[tuple[int, int, str]]] = {}
+    for term_id, _, level, *_, code, _ in rows:
+        if code:
+            coded.setdefault(phrases[term_id][0], []).append((level, term_id, code))
+    docs = []
+    for term_id, _, level, _, nemod, path, code, reference in rows:
+        if code or not reference:
+            continue
+        wanted = frozenset(tokenize(reference))
+        if not wanted or len(wanted) > EXACT_MAX_WORDS:
+            continue
+        target = _exact_lookup(coded, wanted, lambda entry: wanted <= frozenset().union(*phrases[entry[1]]))
+        if target:
+            docs.append((term_id, path, nemod, target[2], level))
+    return docs
+
+
+def _exact_lookup(by_essential: dict, query: frozenset[str], accept):
+    """The first accepted entry among those whose essential words are a largest subset of `query`."""
+    words = sorted(query)
+    for size in range(len(words), 0, -1):
+        for subset in combinations(words, size):
+            for entry in sorted(by_essential.get(frozenset(subset), ())):
+                if accept(entry):
+                    return entry
+    return None
 
 
 def _save_bm25(bm25s, corpus: list[list[str]], folder: Path, b: float = 0.75) -> None:
@@ -182,9 +285,10 @@ class Searcher:
 
             from icd_graph.errors import DatabaseMissing
 
-            if not (self.folder / "codes.json").exists():
+            if not (self.folder / "exact.json").exists():
                 raise DatabaseMissing(
-                    f"no search index at {self.folder}; rebuild with `python cli.py icd build`"
+                    f"no search index at {self.folder} (or one from an older version); "
+                    "rebuild with `python cli.py icd build`"
                 )
             load = dict(mmap=True, show_progress=False, verbosity=0)
             self.tabular = bm25s.BM25.load(self.folder / TABULAR, **load)
@@ -194,9 +298,15 @@ class Searcher:
             self.billable = np.load(self.folder / "billable.npy")
             self.depth = np.load(self.folder / "depth.npy")
             self.end = np.load(self.folder / "end.npy")
+            self.discount = 1.0 + ENCOUNTER_DISCOUNT * np.load(self.folder / "encounter.npy")
+            phrase_positions = np.load(self.folder / "phrase_positions.npy")
+            self.phrase_starts = np.flatnonzero(np.r_[True, phrase_positions[1:] != phrase_positions[:-1]])
             self.offsets = np.load(self.folder / "index_offsets.npy")
             self.targets = np.load(self.folder / "index_targets.npy")
             self.levels = np.load(self.folder / "index_levels.npy")
+            self.exact: dict[frozenset[str], list[tuple[str, int, frozenset[str]]]] = {}
+            for essential, nonessential, kind, ref in json.loads((self.folder / "exact.json").read_text(encoding="utf-8")):
+                self.exact.setdefault(frozenset(essential), []).append((kind, ref, frozenset(essential + nonessential)))
             self._loaded = True
 
     def search(self, text: str, k: int = 20, source: str = ALL) -> list[Match]:
@@ -207,17 +317,47 @@ class Searcher:
         tokens = tokenize(text)
         if not tokens or k <= 0:
             return []
-        tabular_scores = _scores(self.tabular, tokens)
+        tabular_scores = np.maximum.reduceat(_scores(self.tabular, tokens), self.phrase_starts) / self.discount
+        exact = self._exact(tokens)
         if source == TABULAR:
-            return [
-                Match(self.codes[i], float(tabular_scores[i]), "", TABULAR)
-                for i in _top(tabular_scores, k)
-            ]
+            first = list(dict.fromkeys(ref for kind, ref in exact if kind == TABULAR))
+            rest = [i for i in _top(tabular_scores, k + len(first)) if i not in first]
+            return [Match(self.codes[i], float(tabular_scores[i]), "", TABULAR) for i in (first + rest)[:k]]
+        exact_ranked = self._exact_ranked(exact, tabular_scores, source)
         index_ranked = self._index_ranked(tokens, tabular_scores)
         if source == INDEX:
-            return [Match(self.codes[i], score, path, INDEX) for i, score, path in index_ranked[:k]]
+            return self._fuse(((EXACT, exact_ranked), (INDEX, index_ranked)), k)
         tabular_ranked = self._tabular_ranked(tabular_scores)
-        return self._fuse(tabular_ranked, index_ranked, k)
+        return self._fuse(((EXACT, exact_ranked), (TABULAR, tabular_ranked), (INDEX, index_ranked)), k)
+
+    def _exact(self, tokens: list[str]) -> list[tuple[str, int]]:
+        """Phrases whose essential words are all in the query and that hold every query word:
+        more essential words first, then index terms before tabular phrases, then shallower."""
+        query = frozenset(tokens)
+        if len(query) > EXACT_MAX_WORDS:
+            return []
+        words = sorted(query)
+        found: list[tuple[int, int, int, str, int]] = []
+        for size in range(len(words), 0, -1):
+            for subset in combinations(words, size):
+                for kind, ref, covered in self.exact.get(frozenset(subset), ()):
+                    if query <= covered:
+                        level = int(self.levels[ref]) if kind == INDEX else int(self.depth[ref])
+                        found.append((-size, kind != INDEX, level, kind, ref))
+        return [(kind, ref) for *_, kind, ref in sorted(found)]
+
+    def _exact_ranked(self, exact, scores: np.ndarray, source: str) -> list[tuple[int, float, str]]:
+        ranked: dict[int, tuple[int, float, str]] = {}
+        for kind, ref in exact:
+            if kind == INDEX:
+                members, path = self._best(self.targets[self.offsets[ref] : self.offsets[ref + 1]], scores), self.paths[ref]
+            elif source == ALL:
+                members, path = self._best(np.arange(ref, self.end[ref]), scores), ""
+            else:
+                continue
+            for member in members:
+                ranked.setdefault(member, (member, 0.0, path))
+        return list(ranked.values())
 
     def _tabular_ranked(self, scores: np.ndarray) -> list[tuple[int, float, str]]:
         ranked: dict[int, tuple[int, float, str]] = {}
@@ -247,11 +387,11 @@ class Searcher:
         order = np.lexsort((positions, self.depth[positions], -scores[positions]))
         return positions[order[:EXPANSION]].tolist()
 
-    def _fuse(self, tabular, index, k: int) -> list[Match]:
+    def _fuse(self, lists, k: int) -> list[Match]:
         fused: dict[int, float] = {}
         matched: dict[int, str] = {}
         sources: dict[int, list[str]] = {}
-        for name, ranked in ((TABULAR, tabular), (INDEX, index)):
+        for name, ranked in lists:
             for rank, (doc, _, path) in enumerate(ranked, start=1):
                 fused[doc] = fused.get(doc, 0.0) + WEIGHTS[name] / (RRF_K + rank)
                 sources.setdefault(doc, []).append(name)
