@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from bisect import bisect_right
 from itertools import combinations
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,11 @@ def encounter_rank(description: str) -> int:
 
 def tabular_phrase(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(essential, nonessential) words of a description or inclusion term: words in parentheses,
-    'unspecified', 'NOS', 'NEC', clauses that start with 'unspecified' and the encounter are
-    nonessential."""
-    text = _ENCOUNTER.sub(",", text)
+    'unspecified', 'NOS', 'NEC', clauses that start with 'unspecified' and the encounter (with
+    what the 7th character adds: 'for closed fracture', 'with routine healing') are nonessential."""
+    text, *encounter = _ENCOUNTER.split(text, maxsplit=1)
     essential: set[str] = set()
-    nonessential = set(tokenize(" ".join(_PARENTHESES.findall(text))))
+    nonessential = set(tokenize(" ".join(_PARENTHESES.findall(text) + encounter)))
     for clause in _PARENTHESES.sub(" ", text).split(","):
         words = tokenize(clause)
         if words and words[0] in _DEFAULT_WORDS:
@@ -177,6 +178,10 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     np.save(out_dir / "phrase_positions.npy", np.array([i for i, _ in phrases], dtype=np.int32))
     np.save(out_dir / "billable.npy", np.array([bool(row[3]) for row in rows]))
     np.save(out_dir / "encounter.npy", np.array([encounter_rank(row[1]) for row in rows], dtype=np.int8))
+    parents = [i for i, row in enumerate(rows) if not _ENCOUNTER.search(row[1])]
+    np.save(out_dir / "encounter_groups.npy", np.array(
+        [i if not _ENCOUNTER.search(row[1]) else parents[bisect_right(parents, i) - 1] for i, row in enumerate(rows)],
+        dtype=np.int32))
     np.save(out_dir / "depth.npy", depth)
     np.save(out_dir / "end.npy", subtree_ends(depth))
     _write_json(out_dir / "codes.json", codes)
@@ -195,10 +200,11 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     np.save(out_dir / "index_targets.npy", np.array([p for t in targets for p in t], dtype=np.int32))
     _write_json(out_dir / "paths.json", [path for _, path, *_ in docs])
 
-    exact = [[sorted(phrases_of[row[0]][0]), sorted(phrases_of[row[0]][1]), INDEX, doc]
-             for doc, row in enumerate(docs) if row[0] in phrases_of and phrases_of[row[0]][0]]
-    exact += [[sorted(e), sorted(n), TABULAR, i] for i, text in phrases for e, n in [tabular_phrase(text)] if e]
-    _write_json(out_dir / "exact.json", exact)
+    exact = [(phrases_of[row[0]], 0, doc) for doc, row in enumerate(docs) if row[0] in phrases_of]
+    exact += [(tabular_phrase(text), 1, i) for i, text in phrases]
+    exact = [((essential, nonessential), kind, ref) for (essential, nonessential), kind, ref in exact if essential]
+    _write_json(out_dir / "exact.json", [[" ".join(sorted(e)) for (e, _), *_ in exact], [" ".join(sorted(n)) for (_, n), *_ in exact]])
+    np.save(out_dir / "exact_refs.npy", np.array([(kind, ref) for _, kind, ref in exact], dtype=np.int32))
 
 
 def index_phrases(rows: list[tuple]) -> dict[int, tuple[frozenset[str], frozenset[str]]]:
@@ -299,14 +305,19 @@ class Searcher:
             self.depth = np.load(self.folder / "depth.npy")
             self.end = np.load(self.folder / "end.npy")
             self.discount = 1.0 + ENCOUNTER_DISCOUNT * np.load(self.folder / "encounter.npy")
+            groups = np.load(self.folder / "encounter_groups.npy")
+            self.group_starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+            self.group_sizes = np.diff(np.r_[self.group_starts, len(groups)])
             phrase_positions = np.load(self.folder / "phrase_positions.npy")
             self.phrase_starts = np.flatnonzero(np.r_[True, phrase_positions[1:] != phrase_positions[:-1]])
             self.offsets = np.load(self.folder / "index_offsets.npy")
             self.targets = np.load(self.folder / "index_targets.npy")
             self.levels = np.load(self.folder / "index_levels.npy")
-            self.exact: dict[frozenset[str], list[tuple[str, int, frozenset[str]]]] = {}
-            for essential, nonessential, kind, ref in json.loads((self.folder / "exact.json").read_text(encoding="utf-8")):
-                self.exact.setdefault(frozenset(essential), []).append((kind, ref, frozenset(essential + nonessential)))
+            self.essential, self.nonessential = json.loads((self.folder / "exact.json").read_text(encoding="utf-8"))
+            self.exact_refs = np.load(self.folder / "exact_refs.npy").tolist()
+            self.exact: dict[str, list[int]] = {}
+            for entry, key in enumerate(self.essential):
+                self.exact.setdefault(key, []).append(entry)
             self._loaded = True
 
     def search(self, text: str, k: int = 20, source: str = ALL) -> list[Match]:
@@ -317,10 +328,10 @@ class Searcher:
         tokens = tokenize(text)
         if not tokens or k <= 0:
             return []
-        tabular_scores = np.maximum.reduceat(_scores(self.tabular, tokens), self.phrase_starts) / self.discount
+        tabular_scores = self._tabular_scores(tokens)
         exact = self._exact(tokens)
         if source == TABULAR:
-            first = list(dict.fromkeys(ref for kind, ref in exact if kind == TABULAR))
+            first = list(dict.fromkeys(ref for missing, kind, ref in exact if kind == TABULAR and not missing))
             rest = [i for i in _top(tabular_scores, k + len(first)) if i not in first]
             return [Match(self.codes[i], float(tabular_scores[i]), "", TABULAR) for i in (first + rest)[:k]]
         exact_ranked = self._exact_ranked(exact, tabular_scores, source)
@@ -330,25 +341,38 @@ class Searcher:
         tabular_ranked = self._tabular_ranked(tabular_scores)
         return self._fuse(((EXACT, exact_ranked), (TABULAR, tabular_ranked), (INDEX, index_ranked)), k)
 
-    def _exact(self, tokens: list[str]) -> list[tuple[str, int]]:
-        """Phrases whose essential words are all in the query and that hold every query word:
-        more essential words first, then index terms before tabular phrases, then shallower."""
+    def _tabular_scores(self, tokens: list[str]) -> np.ndarray:
+        """Per node, the best score of its description and inclusion terms; the codes that differ
+        only by the encounter (7th character) share their best score, initial encounter first."""
+        scores = np.maximum.reduceat(_scores(self.tabular, tokens), self.phrase_starts)
+        shared = np.repeat(np.maximum.reduceat(scores, self.group_starts), self.group_sizes)
+        return np.where(self.discount > 1, shared, np.maximum(scores, shared)) / self.discount
+
+    def _exact(self, tokens: list[str]) -> list[tuple[int, str, int]]:
+        """Phrases whose essential words are all in the query and that hold every query word (or
+        all but one, ranked after): more essential words first, then index terms before tabular
+        phrases, then initial encounters, then shallower."""
         query = frozenset(tokens)
         if len(query) > EXACT_MAX_WORDS:
             return []
         words = sorted(query)
-        found: list[tuple[int, int, int, str, int]] = []
+        tolerated = 1 if len(query) > 1 else 0
+        found: list[tuple[int, int, int, int, int, str, int]] = []
         for size in range(len(words), 0, -1):
             for subset in combinations(words, size):
-                for kind, ref, covered in self.exact.get(frozenset(subset), ()):
-                    if query <= covered:
-                        level = int(self.levels[ref]) if kind == INDEX else int(self.depth[ref])
-                        found.append((-size, kind != INDEX, level, kind, ref))
-        return [(kind, ref) for *_, kind, ref in sorted(found)]
+                for entry in self.exact.get(" ".join(subset), ()):
+                    missing = len(query - set(subset) - set(self.nonessential[entry].split()))
+                    if missing <= tolerated:
+                        kind, ref = self.exact_refs[entry]
+                        if kind == 0:
+                            found.append((missing, -size, 0, 0, int(self.levels[ref]), INDEX, ref))
+                        else:
+                            found.append((missing, -size, 1, int(self.discount[ref] > 1), int(self.depth[ref]), TABULAR, ref))
+        return [(missing, kind, ref) for missing, *_, kind, ref in sorted(found)]
 
     def _exact_ranked(self, exact, scores: np.ndarray, source: str) -> list[tuple[int, float, str]]:
         ranked: dict[int, tuple[int, float, str]] = {}
-        for kind, ref in exact:
+        for _, kind, ref in exact:
             if kind == INDEX:
                 members, path = self._best(self.targets[self.offsets[ref] : self.offsets[ref + 1]], scores), self.paths[ref]
             elif source == ALL:
