@@ -507,6 +507,8 @@ def predict_one(program, text: str, lm, as_json: bool) -> None:
         dropped = ", ".join(f"{d.item} ({d.reason})" for d in stage.dropped)
         console.print(f"[dim]{stage.stage}:[/] {len(stage.proposed)} proposed, {len(stage.kept)} kept"
                       + (f"; dropped {dropped}" if dropped else ""), highlight=False)
+        for line in stage.log:
+            console.print(f"[dim]  {line}[/]", highlight=False)
     print_usage(result.usage, None)
 
 

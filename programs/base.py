@@ -11,6 +11,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from programs.chunking import split_note
 from programs.guarantees import check_note
+from programs.lenient import lenient_parse
 from programs.result import CodedDiagnosis, CodingResult, StageTrace
 
 MAX_NOTE_CHARS = 12_000
@@ -56,11 +57,16 @@ class CodingProgram(dspy.Module):
 
 
 def run_stage(predictor: dspy.Predict, trace: StageTrace, **inputs) -> dspy.Prediction | None:
-    """The predictor's output, or None (logged in `trace`) when the LM's answer cannot be parsed
-    even after the adapter's own retry; the caller then applies the stage's fallback."""
+    """The predictor's output. When DSPy's adapters cannot parse the LM's answer, what a lenient
+    reading finds in it; None (logged in `trace`) when that is nothing either, and the caller
+    then applies the stage's fallback."""
     try:
         return predictor(**inputs)
     except AdapterParseError as exc:
+        outputs = lenient_parse(predictor.signature, exc.lm_response)
+        if any(outputs.values()):
+            trace.log.append(f"LM output not in the expected format ({_first_line(exc)}); read leniently")
+            return dspy.Prediction(**outputs)
         trace.log.append(f"unparseable LM output ({_first_line(exc)}); stage fallback used")
         return None
 

@@ -87,6 +87,20 @@ def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
     assert any("stage fallback" in line for s in result.trace for line in s.log)
 
 
+def test_a_loosely_formatted_answer_is_read_leniently(kb, diabetes_note):
+    from scripted_server import ScriptedServer
+
+    from programs.lm import make_lm
+
+    bullets = {"diagnoses": lambda user: "Diagnoses:\n- Essential hypertension\n- Hyperlipidemia"}
+    with ScriptedServer(bullets) as loose:
+        lm = make_lm("hosted_vllm/scripted", loose.url, cache=False, num_retries=0)
+        result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
+    assert len(result.code_list) == 2 and result.code_list[0].startswith("E78") and result.code_list[1] == "I10"
+    assert any("read leniently" in line for line in result.trace[0].log)
+    assert all(e.span for item in result.codes for e in item.evidence)
+
+
 def test_state_holds_predictors_only_and_round_trips(kb, tmp_path):
     program = build_program("clh", kb)
     state = program.dump_state()
