@@ -22,6 +22,7 @@ NOTE_KINDS = {
     "code_also": "Code also",
 }
 NUMBER = re.compile(r"\d+")
+NOTES_PER_KIND = 6
 
 
 class CodeLikeHumans(CodingProgram):
@@ -131,12 +132,13 @@ class CodeLikeHumans(CodingProgram):
         return accepted
 
     def describe(self, code: str) -> str:
-        """'CODE: title | Excludes1: ...; Code first: ...' with inherited notes."""
+        """'CODE: title | Excludes1: ...; Code first: ...' with inherited notes, nearest first,
+        at most NOTES_PER_KIND of each kind."""
         notes = {}
         for note in self.kb.notes(code, inherited=True):
             label = NOTE_KINDS.get(note.kind)
-            if label:
-                notes.setdefault(label, []).append(note.text)
+            if label and len(notes.setdefault(label, [])) < NOTES_PER_KIND:
+                notes[label].append(note.text)
         text = "; ".join(f"{label}: {', '.join(texts)}" for label, texts in notes.items())
         title = f"{code}: {self.kb.require(code).description}"
         return f"{title} | {text}" if text else title

@@ -67,16 +67,6 @@ def test_unreachable_model_is_one_line_error(kb_path, tmp_path):
     assert "failed after retries" in result.output and "Traceback" not in result.output
 
 
-def test_compiled_file_for_another_release_is_refused(kb_path, kb, tmp_path):
-    from optimizers.compile import FORMAT, save_compiled
-    from programs.registry import build_program
-
-    path = save_compiled(tmp_path / "old.json", "clh", build_program("clh", kb), {"format": FORMAT, "kb_release": "ICD-10-CM 1999"})
-    result = predict(REPO / "data/examples/knee_injury.txt", "--program", path, "--model", "scripted",
-                     "--api-base", "http://127.0.0.1:9/v1", "--db", kb_path)
-    assert result.exit_code == 1 and "1999" in result.output
-
-
 def test_batch_is_resumable(kb_path, server, tmp_path):
     notes = tmp_path / "notes.jsonl"
     texts = {path.stem: path.read_text() for path in sorted((REPO / "data" / "examples").glob("*.txt"))}

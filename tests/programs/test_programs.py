@@ -4,11 +4,10 @@ scripted server."""
 import json
 
 import dspy
-import pytest
 
 from programs.clh import CodeLikeHumans
 from programs.medcoder import MedCoder
-from programs.registry import build_program, load_program
+from programs.registry import build_program
 from programs.result import CodingResult
 from programs.verify import Verify
 
@@ -113,10 +112,3 @@ def test_state_holds_predictors_only_and_round_trips(kb, tmp_path):
     fresh = build_program("clh", kb)
     fresh.load(str(path))
     assert fresh.navigate.demos[0]["choice"] == "1"
-
-
-def test_unknown_program_names_are_refused(kb):
-    from programs.errors import ProgramFileError
-
-    with pytest.raises(ProgramFileError, match="medcoder"):
-        load_program("nonsense", kb)
