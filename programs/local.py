@@ -85,6 +85,8 @@ def _require_llama_cpp():
 class LlamaEngine:
     """A DSPy engine over one in-process `llama_cpp.Llama`, shared by threads under a lock.
 
+    `n_threads=None` keeps llama-cpp-python's default: half the cores generate, all of them
+    read the prompt (more threads than free cores slows llama.cpp down sharply).
     Context overflow raises lm15's ContextLengthError, which DSPy reports as
     ContextWindowExceededError.
     """
@@ -152,7 +154,7 @@ class LlamaEngine:
                     self._llama = llama_cpp.Llama(
                         model_path=str(self.model_path),
                         n_ctx=self.n_ctx,
-                        n_threads=self.n_threads or os.cpu_count(),
+                        n_threads=self.n_threads,
                         chat_format="gemma",
                         verbose=False,
                     )
