@@ -204,7 +204,8 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     phrases_of = index_phrases(terms)
     docs = [row for row in con.execute(_INDEX_DOCS).fetchall() + see_docs(terms, phrases_of) if resolved.get(row[3])]
     targets = [sorted(set(resolved[raw])) for *_, raw, _ in docs]
-    _save_bm25(bm25s, [tokenize(f"{path} {nemod}") for _, path, nemod, _, _ in docs], out_dir / INDEX, b=INDEX_B)
+    if docs:
+        _save_bm25(bm25s, [tokenize(f"{path} {nemod}") for _, path, nemod, _, _ in docs], out_dir / INDEX, b=INDEX_B)
     np.save(out_dir / "index_levels.npy", np.array([level for *_, level in docs], dtype=np.int16))
     np.save(out_dir / "index_offsets.npy", np.cumsum([0] + [len(t) for t in targets], dtype=np.int64))
     np.save(out_dir / "index_targets.npy", np.array([p for t in targets for p in t], dtype=np.int32))
@@ -308,7 +309,8 @@ class Searcher:
                 )
             load = dict(mmap=True, show_progress=False, verbosity=0)
             self.tabular = bm25s.BM25.load(self.folder / TABULAR, **load)
-            self.index = bm25s.BM25.load(self.folder / INDEX, **load)
+            has_index = (self.folder / INDEX).exists()
+            self.index = bm25s.BM25.load(self.folder / INDEX, **load) if has_index else None
             self.codes = json.loads((self.folder / "codes.json").read_text(encoding="utf-8"))
             self.paths = json.loads((self.folder / "paths.json").read_text(encoding="utf-8"))
             self.billable = np.load(self.folder / "billable.npy")
@@ -405,6 +407,8 @@ class Searcher:
         return list(ranked.values())
 
     def _index_ranked(self, tokens: list[str], tabular_scores: np.ndarray) -> list[tuple[int, float, str]]:
+        if self.index is None:
+            return []
         scores = _scores(self.index, tokens) / (1.0 + LEVEL_DISCOUNT * self.levels)
         ranked: dict[int, tuple[int, float, str]] = {}
         for doc in _top(scores, CANDIDATES):
