@@ -112,3 +112,18 @@ def test_state_holds_predictors_only_and_round_trips(kb, tmp_path):
     fresh = build_program("clh", kb)
     fresh.load(str(path))
     assert fresh.navigate.demos[0]["choice"] == "1"
+
+
+def test_same_answers_give_the_same_result(kb, lm, diabetes_note):
+    first, second = (run(Verify(kb), lm, diabetes_note).result.to_dict() for _ in range(2))
+    assert first == second
+
+
+def test_a_note_longer_than_the_context_is_read_in_parts(kb, lm, diabetes_note, server):
+    before = len(server.requests)
+    result = check_result(kb, diabetes_note, run(MedCoder(kb, max_note_chars=400), lm, diabetes_note))
+    extract = stage(result, "extract")
+    parts = sum("[[ ## diagnoses ## ]]" in r["messages"][0]["content"] for r in server.requests[before:])
+    assert parts > 1 and any(f"in {parts} parts" in line for line in extract.log)
+    assert [d.reason for d in extract.dropped] == ["repeated diagnosis"] * (2 * parts - 2)
+    assert result.code_list == ["E11.65", "I10"]
