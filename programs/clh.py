@@ -96,7 +96,7 @@ class CodeLikeHumans(CodingProgram):
                 term = entry.see or entry.see_also or ""
                 continue
             term = out.next_term.strip() if out else ""
-        hits = self.kb.search(statement, k=self.max_candidates, source="tabular")
+        hits = self.kb.search(statement, k=self.max_candidates, source="all")
         if hits:
             trace.log.append(f"{statement!r}: index walk found no code; tabular search used")
         return [hit.code for hit in hits]
