@@ -7,7 +7,7 @@ import json
 import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
-from scripted import DEV, TRAIN, Toy, scripted_lm
+from tests.optimizers.scripted import DEV, TRAIN, Toy, scripted_lm
 
 from data.records import NoteRecord
 from optimizers.compare import PlotUnavailable, compare, plot, run_system

@@ -7,7 +7,7 @@ import json
 
 import dspy
 import pytest
-from scripted import DEV, KEYWORD, TRAIN, Toy, make_examples, scripted_lm
+from tests.optimizers.scripted import DEV, KEYWORD, TRAIN, Toy, make_examples, scripted_lm
 
 from optimizers.compile import (
     CompileFailed,
@@ -148,11 +148,7 @@ def test_state_of_another_structure_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def server():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "programs"))
-    from scripted_server import ScriptedServer
+    from tests.programs.scripted_server import ScriptedServer
 
     saved = dspy.cache
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dspy
 import pytest
-from scripted import DEV, TRAIN, Toy
+from tests.optimizers.scripted import DEV, TRAIN, Toy
 
 from optimizers.compile import CodeF1Metric, BudgetExhausted, CallCounter, estimate
 from optimizers.feedback import code_feedback

@@ -3,17 +3,13 @@ without its caches, so every call goes through the real DSPy -> HTTP path."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import dspy
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from scripted_server import ScriptedServer  # noqa: E402
-
-from programs.lm import make_lm  # noqa: E402
+from programs.lm import make_lm
+from tests.programs.scripted_server import ScriptedServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
 

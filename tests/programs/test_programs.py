@@ -74,7 +74,7 @@ def test_verify_over_another_program(kb, lm, diabetes_note):
 
 
 def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
-    from scripted_server import ScriptedServer
+    from tests.programs.scripted_server import ScriptedServer
 
     from programs.lm import make_lm
 
@@ -87,7 +87,7 @@ def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
 
 
 def test_a_loosely_formatted_answer_is_read_leniently(kb, diabetes_note):
-    from scripted_server import ScriptedServer
+    from tests.programs.scripted_server import ScriptedServer
 
     from programs.lm import make_lm
 
