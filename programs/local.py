@@ -21,6 +21,7 @@ INSTALL_HINT = "pip install -e '.[local]'"
 N_CTX = 8192
 MAX_TOKENS = 512
 CHAT_ADAPTER_MARKER = "[[ ## completed ## ]]"
+MAX_JSON_ITEMS = 12
 
 
 class LocalModelUnavailable(IcdError):
@@ -74,6 +75,29 @@ def stop_sequences(request: Request, messages: list[dict[str, str]]) -> list[str
     return stops
 
 
+def json_grammar_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An OpenAI response_format as llama-cpp-python's grammar-constrained JSON mode.
+
+    Lists are capped at MAX_JSON_ITEMS so a small model that repeats items closes the JSON
+    instead of running out of tokens.
+    """
+    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+    return {"type": "json_object", "schema": _capped(schema)} if schema else {"type": "json_object"}
+
+
+def _capped(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_capped(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    capped = {key: _capped(value) for key, value in schema.items()}
+    if capped.get("type") == "array":
+        capped.setdefault("maxItems", MAX_JSON_ITEMS)
+    return capped
+
+
 def _require_llama_cpp():
     try:
         import llama_cpp
@@ -87,9 +111,14 @@ class LlamaEngine:
 
     `n_threads=None` keeps llama-cpp-python's default: half the cores generate, all of them
     read the prompt (more threads than free cores slows llama.cpp down sharply).
+    A JSON response format (DSPy's JSONAdapter, also its fallback after a ChatAdapter parse
+    failure) becomes a grammar, so the answer always parses, even from a small base model.
     Context overflow raises lm15's ContextLengthError, which DSPy reports as
     ContextWindowExceededError.
     """
+
+    supports_response_schema = True
+    supported_params = frozenset({"temperature", "max_tokens", "stop", "seed", "response_format"})
 
     def __init__(self, model_path: str | Path, n_ctx: int = N_CTX, n_threads: int | None = None):
         self.model_path = Path(model_path)
@@ -110,6 +139,7 @@ class LlamaEngine:
                     max_tokens=config.max_tokens or MAX_TOKENS,
                     stop=stop_sequences(request, messages),
                     seed=config.seed,
+                    response_format=json_grammar_format(config.response_format),
                 )
             except ValueError as exc:
                 if "exceed context window" not in str(exc):

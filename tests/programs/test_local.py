@@ -13,9 +13,11 @@ from dspy.lm15 import request_from_openai_chat
 from programs.lm import make_lm
 from programs.local import (
     CHAT_ADAPTER_MARKER,
+    MAX_JSON_ITEMS,
     LocalModelError,
     LocalModelUnavailable,
     chat_messages,
+    json_grammar_format,
     local_lm,
     merge_system,
     stop_sequences,
@@ -61,6 +63,30 @@ def test_chat_adapter_marker_becomes_a_stop_only_when_the_prompt_uses_it():
     plain = chat_request([{"role": "user", "content": "2+2?"}])
     assert stop_sequences(asked, chat_messages(asked)) == ["\n\n\n", CHAT_ADAPTER_MARKER]
     assert stop_sequences(plain, chat_messages(plain)) == []
+
+
+def test_a_json_schema_becomes_a_grammar_with_capped_lists():
+    schema = {
+        "type": "object",
+        "properties": {
+            "diagnoses": {"type": "array", "items": {"type": "string"}},
+            "pairs": {"type": "array", "maxItems": 3, "items": {"type": "array", "items": {"type": "string"}}},
+        },
+    }
+    request = chat_request(
+        [{"role": "user", "content": "note"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "Out", "schema": schema, "strict": True}},
+    )
+    grammar = json_grammar_format(request.config.response_format)
+    assert grammar["type"] == "json_object"
+    properties = grammar["schema"]["properties"]
+    assert properties["diagnoses"]["maxItems"] == MAX_JSON_ITEMS
+    assert properties["pairs"]["maxItems"] == 3
+    assert properties["pairs"]["items"]["maxItems"] == MAX_JSON_ITEMS
+    assert "maxItems" not in schema["properties"]["diagnoses"]
+    assert json_grammar_format({"type": "json_object"}) == {"type": "json_object"}
+    assert json_grammar_format({"type": "text"}) is None
+    assert json_grammar_format(None) is None
 
 
 def test_without_llama_cpp_the_error_says_what_to_install(monkeypatch):
@@ -109,8 +135,27 @@ def test_the_bundled_model_answers_a_dspy_prompt_greedily():
     sentence = "Wheezing and shortness of breath, known asthma, using albuterol often."
     with dspy.context(lm=lm, track_usage=True):
         first = predict(sentence=sentence)
-        second = predict(sentence=sentence)
+        again = predict(sentence=sentence)
     assert "asthma" in first.diagnosis.lower()
-    assert second.diagnosis == first.diagnosis
+    assert again.diagnosis == first.diagnosis
     usage = first.get_lm_usage()[lm.model]
     assert usage["prompt_tokens"] > 100 and usage["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_a_new_local_lm_reads_the_answers_cached_by_another():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    saved = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    try:
+        predict = dspy.Predict(Diagnosis)
+        predict.demos = DEMOS
+        sentence = "Itchy watery eyes and sneezing every spring."
+        with dspy.context(lm=local_lm(), track_usage=True):
+            computed = predict(sentence=sentence)
+        with dspy.context(lm=local_lm(), track_usage=True):
+            cached = predict(sentence=sentence)
+    finally:
+        dspy.cache = saved
+    assert computed.get_lm_usage() and not cached.get_lm_usage()
+    assert cached.diagnosis == computed.diagnosis
