@@ -359,9 +359,10 @@ def evaluate_command(dataset: str, predictions: Path, labels: Path | None, mimic
     """Score a predictions file against a dataset's gold codes: micro/macro and category P/R/F1,
     exact match, evidence token F1. Notes without a prediction count as empty predictions."""
     from data.errors import DatasetError
+    from data.specs import parse_spec
     from optimizers.evaluate import evaluate, read_predictions
 
-    if dataset.startswith("aci:") and labels is None:
+    if parse_spec(dataset).kind == "aci" and labels is None:
         raise DatasetError("evaluate on aci:* needs gold codes: pass --labels CSV (columns encounter_id, code)")
     with open_validator(db) as validator:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
