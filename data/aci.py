@@ -10,7 +10,7 @@ from pathlib import Path
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
 from data.labels import read_labels
-from data.records import Dataset, LoadReport, Mention, NoteRecord
+from data.records import Dataset, Mention, NoteRecord
 
 FILES = {
     "train": "train.csv",
@@ -78,7 +78,7 @@ def load_aci(
     if labels is None:
         records = tuple(NoteRecord(id=note_id, text=text, codes=()) for note_id, text in notes)
         remark = f"no labels given: {len(records)} notes with empty gold codes (pass --labels CSV to score)"
-        return Dataset(name, records, LoadReport(notes=len(records), codes=0, validated=validator is not None, remarks=(remark,)))
+        return Dataset.collect(name, records, (), validated=validator is not None, remarks=(remark,))
     by_encounter = read_labels(labels)
     gold = CodeChecker(validator)
     records = []
@@ -93,14 +93,4 @@ def load_aci(
     remarks = [f"labels {Path(labels).name}: {len(records)} of {len(notes)} notes labelled"]
     if dropped:
         remarks.append(f"{dropped} notes without labels left out")
-    return Dataset(
-        name,
-        tuple(records),
-        LoadReport(
-            notes=len(records),
-            codes=sum(len(r.codes) for r in records),
-            flagged=tuple(gold.flagged),
-            validated=validator is not None,
-            remarks=tuple(remarks),
-        ),
-    )
+    return Dataset.collect(name, records, gold.flagged, validated=validator is not None, remarks=remarks)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
-from data.records import Dataset, Evidence, LoadReport, Mention, NoteRecord
+from data.records import Dataset, Evidence, Mention, NoteRecord
 
 
 def record_to_json(record: NoteRecord) -> dict:
@@ -64,6 +64,22 @@ def parse_line(payload: object, where: str, gold: CodeChecker) -> NoteRecord:
     )
 
 
+def read_json_lines(path: Path):
+    """(where, payload) for each non-blank line of a UTF-8 JSONL file; `where` is 'file:line'."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: malformed JSON ({exc.msg})") from None
+
+
 def load_jsonl(path: Path, *, validator: Validator | None = None, name: str | None = None) -> Dataset:
     path = Path(path)
     if not path.is_file():
@@ -71,31 +87,10 @@ def load_jsonl(path: Path, *, validator: Validator | None = None, name: str | No
     gold = CodeChecker(validator)
     records: list[NoteRecord] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = handle.read().splitlines()
-        except UnicodeDecodeError:
-            raise DatasetError(f"{path}: not UTF-8 text") from None
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                payload = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: malformed JSON ({exc.msg})") from None
-            record = parse_line(payload, where, gold)
-            if record.id in seen:
-                raise DatasetError(f"{where}: duplicate id {record.id!r}")
-            seen.add(record.id)
-            records.append(record)
-    return Dataset(
-        name or f"jsonl:{path}",
-        tuple(records),
-        LoadReport(
-            notes=len(records),
-            codes=sum(len(r.codes) for r in records),
-            flagged=tuple(gold.flagged),
-            validated=validator is not None,
-        ),
-    )
+    for where, payload in read_json_lines(path):
+        record = parse_line(payload, where, gold)
+        if record.id in seen:
+            raise DatasetError(f"{where}: duplicate id {record.id!r}")
+        seen.add(record.id)
+        records.append(record)
+    return Dataset.collect(name or f"jsonl:{path}", records, gold.flagged, validated=validator is not None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
-from data.records import Dataset, Evidence, LoadReport, NoteRecord
+from data.records import Dataset, Evidence, NoteRecord
 
 SPLITS = ("train", "val", "test")
 SETTINGS = {"inpatient": "Inpatient", "profee": "Profee"}
@@ -120,14 +120,6 @@ def load_mdace(
         remarks.append(f"{absent} annotated notes not in {Path(notes).name} left out (is it MIMIC-III v1.4?)")
     if outside:
         remarks.append(f"{outside} spans outside their note text left out (is it MIMIC-III v1.4?)")
-    return Dataset(
-        name or f"mdace:{split}:{setting}",
-        tuple(records),
-        LoadReport(
-            notes=len(records),
-            codes=sum(len(r.codes) for r in records),
-            flagged=tuple(gold.flagged),
-            validated=validator is not None,
-            remarks=tuple(remarks),
-        ),
+    return Dataset.collect(
+        name or f"mdace:{split}:{setting}", records, gold.flagged, validated=validator is not None, remarks=remarks
     )

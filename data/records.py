@@ -64,6 +64,19 @@ class Dataset:
     records: tuple[NoteRecord, ...]
     report: LoadReport
 
+    @classmethod
+    def collect(cls, name: str, records, flagged, *, validated: bool, remarks=()) -> Dataset:
+        """A dataset with its load report counted from the records."""
+        records = tuple(records)
+        report = LoadReport(
+            notes=len(records),
+            codes=sum(len(r.codes) for r in records),
+            flagged=tuple(flagged),
+            validated=validated,
+            remarks=tuple(remarks),
+        )
+        return cls(name, records, report)
+
     def __len__(self) -> int:
         return len(self.records)
 

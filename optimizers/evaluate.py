@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
+from data.jsonl import read_json_lines
 from data.records import Evidence, FlaggedCode, NoteRecord
 from optimizers.metrics import Scores, aggregate, score_note
 
@@ -71,18 +71,7 @@ def read_predictions(path: Path, *, validator: Validator | None = None) -> tuple
         raise DatasetError(f"predictions file not found: {path}")
     check = CodeChecker(validator)
     predictions: dict[str, Prediction] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not UTF-8 text") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            payload = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: malformed JSON ({exc.msg})") from None
+    for where, payload in read_json_lines(path):
         prediction = parse_prediction(payload, where, check)
         if prediction.id in predictions:
             raise DatasetError(f"{where}: duplicate prediction for id {prediction.id!r}")
