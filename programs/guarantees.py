@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from icd_graph.errors import IcdError
 from programs.errors import NoteError
 from programs.result import CodedDiagnosis, Evidence, StageTrace
 from programs.spans import TOKEN, locate
