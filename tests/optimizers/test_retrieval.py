@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from cli import cli
 from data.aci import load_aci
 from data.errors import DatasetError
-from data.records import Mention, NoteRecord
+from data.records import NoteRecord
 from optimizers.retrieval import candidate_recall, fused, kb_retrievers, sentences_of
 
 
