@@ -567,13 +567,14 @@ def lm_options(func):
 @click.option("--train", "train_spec", required=True, help="Training dataset spec, e.g. aci:train with --labels.")
 @click.option("--dev", "dev_spec", required=True, help="Dev dataset spec (scores before/after, candidate selection).")
 @dataset_options
-@click.option("--optimizer", "optimizer_name", type=click.Choice(["bootstrap", "random-search", "mipro", "gepa"]), required=True)
+@click.option("--optimizer", "optimizer_name", type=click.Choice(["bootstrap", "random-search", "mipro", "gepa", "gold-demos"]),
+              required=True, help="gold-demos: demos for every stage from the gold labels (no LM calls besides dev scoring).")
 @click.option("--budget", type=click.IntRange(1), default=None, help="Cap on LM calls (metric calls for gepa).")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--reflection-model", default=None, help="Model proposing instructions (mipro, gepa); default --model. "
               "A name without a provider/ is served by --api-base.")
 @click.option("--candidates", type=click.IntRange(1), default=None, help="Candidate programs (random-search) or instruction/demo candidates (mipro).")
-@click.option("--max-demos", type=click.IntRange(0, 16), default=4, show_default=True, help="Bootstrapped demos per stage.")
+@click.option("--max-demos", type=click.IntRange(0, 16), default=4, show_default=True, help="Demos per stage.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the estimated LM calls and tokens, spend nothing.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="compiled/NAME.json")

@@ -8,7 +8,12 @@ from data.records import NoteRecord
 
 
 def to_examples(records: Iterable[NoteRecord]) -> list:
-    """dspy.Example(note=text, codes=[...], id=...) with `note` as the input field."""
+    """dspy.Example(note=text, codes=[...], id=...) with `note` as the input field, plus
+    mentions=[{phrase, code}] when the record has gold mentions."""
     import dspy
 
-    return [dspy.Example(id=r.id, note=r.text, codes=list(r.codes)).with_inputs("note") for r in records]
+    examples = []
+    for r in records:
+        mentions = {"mentions": [{"phrase": m.phrase, "code": m.code} for m in r.mentions]} if r.mentions else {}
+        examples.append(dspy.Example(id=r.id, note=r.text, codes=list(r.codes), **mentions).with_inputs("note"))
+    return examples

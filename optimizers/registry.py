@@ -9,6 +9,7 @@ calls for GEPA); a plan that cannot fit raises `BudgetTooSmall` naming the minim
 from __future__ import annotations
 
 import math
+import random
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -298,7 +299,61 @@ class Gepa(Optimizer):
         return teleprompter.compile(student, trainset=trainset, valset=devset)
 
 
-OPTIMIZERS: dict[str, Optimizer] = {opt.name: opt for opt in (Bootstrap(), RandomSearch(), Mipro(), Gepa())}
+class NoStageDemos(IcdError):
+    """A program that cannot derive demos from gold labels (no `stage_demos`), or a training set
+    that gives none."""
+
+
+class GoldDemoTeleprompter:
+    """Sets each predictor's demos to up to `max_demos` worked examples the program derives from
+    gold labels (`program.stage_demos(example) -> {predictor name: [dspy.Example]}`), drawn
+    deterministically with `seed`. Makes no LM call."""
+
+    def __init__(self, max_demos: int, seed: int):
+        self.max_demos = max_demos
+        self.seed = seed
+
+    def compile(self, student: dspy.Module, trainset: list) -> dspy.Module:
+        derive = getattr(student, "stage_demos", None)
+        if derive is None:
+            raise NoStageDemos(f"{type(student).__name__} cannot derive demos from gold labels; use --optimizer bootstrap")
+        pools: dict[str, list] = {}
+        for example in trainset:
+            for name, demos in derive(example).items():
+                pools.setdefault(name, []).extend(demos)
+        if not any(pools.values()):
+            raise NoStageDemos("no training note gave a demo (no gold code found in its note); check --train and --labels")
+        program = student.reset_copy()
+        rng = random.Random(self.seed)
+        for name, predictor in program.named_predictors():
+            pool = pools.get(name, [])
+            predictor.demos = rng.sample(pool, min(self.max_demos, len(pool)))
+        return program
+
+
+class GoldDemos(Optimizer):
+    name = "gold-demos"
+    summary = "Worked demos for every stage derived from the gold codes and mentions and the KB, no LM calls"
+
+    def plan(self, shape: Shape, settings: Settings) -> Plan:
+        return Plan(
+            optimizer=self.name,
+            train=shape.train,
+            parameters={"max_demos": settings.max_demos, "seed": settings.seed},
+            lm_calls=0,
+            notes=("demos come from gold labels: only the dev scoring before and after calls the LM",),
+        )
+
+    def build(self, metric, plan, settings, proposer):
+        return GoldDemoTeleprompter(settings.max_demos, settings.seed)
+
+    def compile(self, teleprompter, student, trainset, devset, plan):
+        return teleprompter.compile(student, trainset[: plan.train])
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    opt.name: opt for opt in (Bootstrap(), RandomSearch(), Mipro(), Gepa(), GoldDemos())
+}
 
 
 def get_optimizer(name: str) -> Optimizer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dspy
 
 from programs.base import CodingProgram, paired, run_stage
+from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, StageTrace
 from signatures import ExtractDiagnoses, RerankCandidates
@@ -49,6 +50,25 @@ class MedCoder(CodingProgram):
                 rerank.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates")
             assembler.add(code, [quote], rationale, rerank, context=f"{diagnosis} {quote}")
         return assembler.build(), [extract, retrieve, rerank]
+
+    def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:
+        """Worked demos from a note's gold codes and mentions: an excerpt -> its diagnoses and
+        evidence for `extract`, and per diagnosis the retrieved candidates (gold kept) -> the
+        gold code for `rerank`."""
+        gold = gold_diagnoses(example, self.kb)
+        if not gold:
+            return {}
+        extract = dspy.Example(
+            note=excerpt(example.note, gold), diagnoses=[d.phrase for d in gold], evidence=[d.sentence for d in gold]
+        )
+        rerank = []
+        for d in gold:
+            listed = [f"{hit.code}: {hit.description}" for hit in self.kb.search(d.phrase, k=self.candidates, source="all")]
+            title = self.kb.require(d.code).description
+            candidates = with_gold(listed, f"{d.code}: {title}", self.candidates)
+            rationale = f"{d.code} ({title}) matches the documented {d.phrase.lower()}."
+            rerank.append(dspy.Example(diagnosis=d.phrase, evidence=d.sentence, candidates=candidates, code=d.code, rationale=rationale))
+        return {"extract": [extract], "rerank": rerank}
 
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
         """(diagnosis, evidence quote) pairs over every part of the note, without repeats."""

@@ -1,0 +1,72 @@
+"""gold-demos: worked demos for every stage from gold codes, mentions and the real KB, no LM
+calls; a model that only follows the format when shown demos codes notes after compiling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dspy
+import pytest
+
+from optimizers.compile import run_optimizer
+from optimizers.registry import NoStageDemos, Settings, get_optimizer
+from programs.lm import make_lm
+from programs.registry import build_program
+
+NOTE = (Path(__file__).resolve().parents[2] / "data" / "examples" / "diabetes_followup.txt").read_text(encoding="utf-8")
+EXAMPLE = dspy.Example(
+    id="diabetes_followup",
+    note=NOTE,
+    codes=["I10", "E78.5", "E66.9"],
+    mentions=[{"phrase": "Essential hypertension", "code": "I10"}, {"phrase": "Hyperlipidemia", "code": "E78.5"}],
+).with_inputs("note")
+
+
+def test_medcoder_demos_are_complete_and_hold_the_gold_code(kb):
+    demos = build_program("medcoder", kb).stage_demos(EXAMPLE)
+    (extract,) = demos["extract"]
+    assert len(extract.note) < len(NOTE) / 2
+    assert extract.diagnoses == ["Hyperlipidemia", "Essential hypertension", "Obesity, unspecified"]
+    assert len(extract.evidence) == 3
+    assert all(sentence in " ".join(NOTE.split()) and sentence in extract.note for sentence in extract.evidence)
+    assert extract.evidence[1].startswith("Essential hypertension, above goal.")
+    assert [demo.code for demo in demos["rerank"]] == ["E78.5", "I10", "E66.9"]
+    for demo in demos["rerank"]:
+        assert demo.diagnosis and demo.evidence and demo.rationale
+        assert 1 < len(demo.candidates) <= 10
+        assert any(line.startswith(f"{demo.code}: ") for line in demo.candidates)
+
+
+def test_a_note_without_its_gold_codes_gives_no_demos(kb):
+    unrelated = dspy.Example(note="Right knee sprain after a fall.", codes=["J45.41"]).with_inputs("note")
+    assert build_program("medcoder", kb).stage_demos(unrelated) == {}
+    with pytest.raises(NoStageDemos, match="no training note gave a demo"):
+        get_optimizer("gold-demos").build(None, None, Settings(), None).compile(build_program("medcoder", kb), [unrelated])
+
+
+@pytest.fixture(scope="module")
+def demo_follower():
+    """A scripted server that answers in the expected format only when the prompt holds demos
+    (like the small base model), and otherwise writes prose no adapter can parse."""
+    from tests.programs.scripted_server import ScriptedServer
+
+    class DemoFollower(ScriptedServer):
+        def answer(self, messages):
+            return super().answer(messages) if len(messages) > 2 else "Sure, here is what I think about the note."
+
+    saved = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    with DemoFollower() as running:
+        yield running
+    dspy.cache = saved
+
+
+def test_compiled_medcoder_codes_notes_the_hand_written_one_cannot(kb, demo_follower):
+    dev = [dspy.Example(id="d", note=NOTE, codes=["I10", "E11.65"]).with_inputs("note")]
+    with dspy.context(lm=make_lm("scripted", demo_follower.url)):
+        run = run_optimizer(build_program("medcoder", kb), [EXAMPLE], dev, get_optimizer("gold-demos"), Settings(max_demos=2))
+    assert run.status == "complete"
+    assert run.plan.lm_calls == 0
+    assert run.before.micro_f1 == 0.0
+    assert run.after.micro_f1 > 0.5
+    assert len(run.program.extract.demos) == 1 and len(run.program.rerank.demos) == 2
