@@ -15,8 +15,8 @@ SHAPE = Shape(train=10, dev=5, stages=2, calls_per_note=3)
 
 
 def test_registry_names_and_unknown():
-    assert list(OPTIMIZERS) == ["bootstrap", "random-search", "mipro", "gepa"]
-    with pytest.raises(UnknownOptimizer, match="choose one of bootstrap, random-search, mipro, gepa"):
+    assert list(OPTIMIZERS) == ["bootstrap", "random-search", "mipro", "gepa", "gold-demos"]
+    with pytest.raises(UnknownOptimizer, match="choose one of bootstrap, random-search, mipro, gepa, gold-demos"):
         get_optimizer("simba")
 
 
