@@ -39,7 +39,8 @@ class CodeLikeHumans(CodingProgram):
         self.reconcile = dspy.Predict(ReconcileCodes)
 
     def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
-        extract, navigate, validate, final = (StageTrace(s) for s in ("extract", "navigate", "validate", "reconcile"))
+        extract = StageTrace("extract")
+        navigate, validate, final = (StageTrace(s, codes=[]) for s in ("navigate", "validate", "reconcile"))
         assembler = Assembler(self.kb, note)
         statements = self.statements(note, extract)
         for statement, lead_term in statements:
@@ -47,9 +48,12 @@ class CodeLikeHumans(CodingProgram):
             if not candidates:
                 navigate.drop(statement, "no code found in the index or the tabular list")
                 continue
+            navigate.codes.extend(code for code in candidates if code not in navigate.codes)
             for code in self.check(statement, candidates, validate):
                 assembler.add(code, [statement], f"{statement!r} (index: {lead_term})", validate, statement)
+        validate.codes = assembler.codes
         self.settle([s for s, _ in statements], assembler, final)
+        final.codes = assembler.codes
         return assembler.build(), [extract, navigate, validate, final]
 
     def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:

@@ -25,8 +25,8 @@ class MedCoder(CodingProgram):
 
     def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
         extract = StageTrace("extract")
-        retrieve = StageTrace("retrieve")
-        rerank = StageTrace("rerank")
+        retrieve = StageTrace("retrieve", codes=[])
+        rerank = StageTrace("rerank", codes=[])
         assembler = Assembler(self.kb, note)
         for diagnosis, quote in self.diagnoses(note, extract):
             hits = self.kb.search(diagnosis, k=self.candidates, source="all")
@@ -36,6 +36,7 @@ class MedCoder(CodingProgram):
                 continue
             retrieve.proposed.append(f"{diagnosis}: {', '.join(options)}")
             retrieve.kept.append(diagnosis)
+            retrieve.codes.extend(code for code in options if code not in retrieve.codes)
             listed = [f"{code}: {description}" for code, description in options.items()]
             pick = run_stage(self.rerank, rerank, diagnosis=diagnosis, evidence=quote, candidates=listed)
             if pick is None:
@@ -49,6 +50,7 @@ class MedCoder(CodingProgram):
             if code not in options:
                 rerank.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates")
             assembler.add(code, [quote], rationale, rerank, context=f"{diagnosis} {quote}")
+        rerank.codes = assembler.codes
         return assembler.build(), [extract, retrieve, rerank]
 
     def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:

@@ -43,13 +43,18 @@ class Dropped:
 
 @dataclass
 class StageTrace:
-    """What one stage proposed, what it kept and what it dropped (and why)."""
+    """What one stage proposed, what it kept and what it dropped (and why).
+
+    `codes` are the ICD-10-CM codes the stage passes on to the next (the last such stage's are
+    the result's codes); None for a stage that deals in text only (extraction).
+    """
 
     stage: str
     proposed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    codes: list[str] | None = None
 
     def drop(self, item: str, reason: str) -> None:
         self.dropped.append(Dropped(item, reason))
@@ -90,6 +95,7 @@ class CodingResult:
                 kept=list(stage["kept"]),
                 dropped=[Dropped(**d) for d in stage["dropped"]],
                 log=list(stage["log"]),
+                codes=None if stage.get("codes") is None else list(stage["codes"]),
             )
             for stage in payload["trace"]
         ]

@@ -30,13 +30,14 @@ class Verify(CodingProgram):
 
     def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
         proposals, traces = self.proposals(note)
-        expand, select = StageTrace("expand"), StageTrace("select")
+        expand, select = StageTrace("expand", codes=[]), StageTrace("select", codes=[])
         assembler = Assembler(self.kb, note)
         for raw, quote in proposals:
             ranked = self.group(raw, quote, expand)
             if not ranked:
                 expand.drop(raw, "neither the code nor any neighbour is a billable code of the release")
                 continue
+            expand.codes.extend(code for code in ranked if code not in expand.codes)
             group = sorted(ranked)
             descriptions = [self.kb.require(code).description for code in group]
             options = [f"{i}. {text}" for i, text in enumerate(descriptions, 1)]
@@ -51,6 +52,7 @@ class Verify(CodingProgram):
             if code != raw:
                 select.log.append(f"{raw} replaced by {code}")
             assembler.add(code, [quote], rationale, select, quote)
+        select.codes = assembler.codes
         return assembler.build(), traces + [expand, select]
 
     def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
@@ -64,7 +66,7 @@ class Verify(CodingProgram):
                 for item in result.codes
             ]
             return pairs, result.trace
-        trace = StageTrace("propose")
+        trace = StageTrace("propose", codes=[])
         found: dict[str, tuple[str, str]] = {}
         for part in self.parts(note, trace):
             out = run_stage(self.propose, trace, note=part)
@@ -77,6 +79,7 @@ class Verify(CodingProgram):
                     continue
                 found[code.upper()] = (code, quote)
                 trace.kept.append(code)
+                trace.codes.append(code)
         return list(found.values()), [trace]
 
     def group(self, raw: str, quote: str, trace: StageTrace) -> list[str]:
