@@ -351,29 +351,56 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
 
 @cli.command("evaluate")
 @click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:dev with --labels.")
-@click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False), required=True, help='JSONL of {"id", "codes", "evidence"?}.')
+@click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help='JSONL of {"id", "codes", "evidence"?, "result"?} to score.')
+@click.option("--program", "program_name", default=None,
+              help="Run this program over the dataset, then score it: medcoder | clh | verify | a compiled .json.")
+@click.option("--model", default=None, help="With --program: 'local' (default), 'local:/path.gguf', or a LiteLLM model string.")
+@click.option("--api-base", default=None, help="With --program: URL of an OpenAI-compatible server.")
+@click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="With --program: predictions JSONL; a rerun with the same file resumes (default: a new file in the temp dir).")
 @dataset_options
 @db_option
 @json_option
-def evaluate_command(dataset: str, predictions: Path, labels: Path | None, mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
-    """Score a predictions file against a dataset's gold codes: micro/macro and category P/R/F1,
-    exact match, evidence token F1. Notes without a prediction count as empty predictions."""
+def evaluate_command(dataset: str, predictions: Path | None, program_name: str | None, model: str | None, api_base: str | None,
+                     api_key: str | None, threads: int, output: Path | None, labels: Path | None, mimic_notes: Path | None,
+                     db: Path | None, as_json: bool) -> None:
+    """Score predictions against a dataset's gold codes: micro/macro and category P/R/F1, exact
+    match, evidence token F1, and the recall after each program stage when the lines carry the
+    program's "result". Notes without a prediction count as empty predictions.
+
+    Either --predictions FILE, or --program NAME [--model M] to code the dataset (resumable
+    with --output) and score it in one step."""
     from data.errors import DatasetError
     from data.specs import parse_spec
-    from optimizers.evaluate import evaluate, read_predictions
+    from optimizers.evaluate import evaluate, read_predictions, read_results, stage_recall
 
+    if (predictions is None) == (program_name is None):
+        raise DatasetError("give either --predictions FILE (score a file) or --program NAME --model M (run and score)")
+    if predictions is not None and (model or api_base or output or threads != 1):
+        raise DatasetError("--model, --api-base, --threads and --output go with --program, not --predictions")
     if parse_spec(dataset).kind == "aci" and labels is None:
         raise DatasetError("evaluate on aci:* needs gold codes: pass --labels CSV (columns encounter_id, code)")
-    with open_validator(db) as validator:
+    run = None
+    with open_validator(db) if program_name is None else knowledge_base(db) as validator:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
+        if not as_json:
+            print_load_report(loaded)
+        if program_name is not None:
+            run = run_program(program_name, validator, loaded.records, model or "local", api_base, api_key, threads, output, as_json)
+            predictions = run.output
         predicted, flagged = read_predictions(predictions, validator=validator)
     result = evaluate(loaded.records, predicted, dataset=loaded.name, flagged_predictions=flagged)
+    stages = stage_recall(loaded.records, read_results(predictions))
     if as_json:
-        print_json({**result.as_dict(), "load_report": loaded.report.as_dict()})
+        extra = {"run": run_payload(run)} if run else {}
+        print_json({**result.as_dict(), "stages": [s.as_dict() for s in stages], **extra, "load_report": loaded.report.as_dict()})
         return
-    print_load_report(loaded)
     scores = result.scores
-    table = Table(title=f"{predictions.name} on {loaded.name} ({len(scores.notes)} notes)")
+    system = f"{program_name} ({model or 'local'})" if program_name else predictions.name
+    table = Table(title=f"{system} on {loaded.name} ({len(scores.notes)} notes)")
     for column in ("metric", "precision", "recall", "F1"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     rows = [("codes, micro", scores.micro), ("codes, macro", scores.macro), ("category, micro", scores.category_micro), ("category, macro", scores.category_macro)]
@@ -383,12 +410,63 @@ def evaluate_command(dataset: str, predictions: Path, labels: Path | None, mimic
         table.add_row(name, f"{prf.precision:.3f}", f"{prf.recall:.3f}", f"{prf.f1:.3f}")
     console.print(table)
     console.print(f"exact match {scores.exact_match:.3f}", highlight=False)
+    if stages:
+        print_stage_recall(stages)
     if result.missing:
         console.print(f"[yellow]{len(result.missing)} notes without a prediction[/] (scored as empty): {', '.join(result.missing[:10])}", highlight=False)
     if result.unknown:
         console.print(f"[yellow]{len(result.unknown)} predictions for ids not in the dataset[/] (ignored): {', '.join(result.unknown[:10])}", highlight=False)
     if result.flagged_predictions:
         console.print(f"[yellow]{len(result.flagged_predictions)} predicted codes not valid billable codes[/]", highlight=False)
+    if run:
+        print_run(run)
+
+
+def knowledge_base(db: Path | None):
+    from icd_graph.kb import KnowledgeBase
+
+    return KnowledgeBase(resolve_db(db))
+
+
+def run_program(program_name: str, kb, records, model: str, api_base, api_key, threads: int, output: Path | None, quiet: bool):
+    """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
+    import tempfile
+
+    from programs.batch import finished_ids, run_batch
+    from programs.lm import make_lm
+    from programs.registry import load_program
+
+    program = load_program(program_name, kb)
+    lm = make_lm(model, api_base, api_key=api_key)
+    output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
+    done = finished_ids(output)
+    todo = sum(record.id not in done for record in records)
+    if not quiet:
+        err_console.print(f"Coding {todo} notes into {output} (a rerun with --output {output} resumes)", highlight=False)
+    with notes_progress(todo, quiet) as advance:
+        return run_batch(program, records, output, lm, threads=threads, on_note=advance)
+
+
+def run_payload(run) -> dict:
+    return {"output": str(run.output), "written": run.written, "skipped": run.skipped,
+            "failed": [{"id": i, "error": e} for i, e in run.failed], "usage": run.usage, "cost": run.cost}
+
+
+def print_run(run) -> None:
+    console.print(f"Predictions in [bold]{run.output}[/] ({run.written} coded now, {run.skipped} already there, "
+                  f"{len(run.failed)} failed)", highlight=False)
+    for note_id, error in run.failed:
+        err_console.print(f"[yellow]{note_id}:[/] {error}", highlight=False)
+    print_usage(run.usage, run.cost)
+
+
+def print_stage_recall(stages) -> None:
+    table = Table(title="Recall after each stage (the last stage's codes are the predictions)")
+    for column in ("stage", "code recall", "category recall", "codes/note"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for row in stages:
+        table.add_row(row.stage, f"{row.code_recall:.3f}", f"{row.category_recall:.3f}", f"{row.codes_per_note:.1f}")
+    console.print(table)
 
 
 @cli.command("retrieval-eval")

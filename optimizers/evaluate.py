@@ -1,16 +1,20 @@
-"""Scores a predictions file ({"id", "codes", "evidence"?} per line) against a dataset."""
+"""Scores a predictions file ({"id", "codes", "evidence"?, "result"?} per line) against a
+dataset, and the recall after each stage of the programs' traces ("result")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
 from data.jsonl import read_json_lines
 from data.records import Evidence, FlaggedCode, NoteRecord
-from optimizers.metrics import Scores, aggregate, score_note
+from icd_graph.codes import normalize
+from icd_graph.errors import MalformedCode
+from optimizers.metrics import Counts, Scores, aggregate, category, counts, score_note
+from programs.result import CodingResult
 
 
 @dataclass(frozen=True)
@@ -109,3 +113,62 @@ def evaluate(
         unknown=tuple(p for p in by_id if p not in ids),
         flagged_predictions=tuple(f for f in flagged_predictions if f.note_id in ids),
     )
+
+
+@dataclass(frozen=True)
+class StageRecall:
+    """Micro recall of the gold codes (and of their categories) among the codes a stage passed
+    on, and how many codes it passed on per note."""
+
+    stage: str
+    code_recall: float
+    category_recall: float
+    codes_per_note: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_results(path: Path) -> dict[str, CodingResult]:
+    """The programs' results ("result" with a "trace") of a predictions file, by note id."""
+    results: dict[str, CodingResult] = {}
+    for where, payload in read_json_lines(Path(path)):
+        result = payload.get("result") if isinstance(payload, dict) else None
+        if not isinstance(result, dict) or "trace" not in result:
+            continue
+        try:
+            results[str(payload["id"])] = CodingResult.from_dict(result)
+        except (KeyError, TypeError, AttributeError):
+            raise DatasetError(f'{where}: "result" is not a program result (programs/result.py CodingResult)') from None
+    return results
+
+
+def stage_codes(result: CodingResult | None, stage: str) -> set[str]:
+    codes = set()
+    for trace in result.trace if result else ():
+        if trace.stage == stage:
+            for code in trace.codes or ():
+                try:
+                    codes.add(normalize(code))
+                except MalformedCode:
+                    codes.add(code.strip())
+    return codes
+
+
+def stage_recall(records: Sequence[NoteRecord], results: Mapping[str, CodingResult]) -> list[StageRecall]:
+    """Recall after each stage that deals in codes, in stage order (the per-stage recall of
+    Code Like Humans); the last stage passes on the final codes. A note without a result
+    passed nothing on."""
+    stages = dict.fromkeys(
+        trace.stage for record in records if record.id in results for trace in results[record.id].trace if trace.codes is not None
+    )
+    rows = []
+    for stage in stages:
+        code_counts, category_counts, passed = Counts(), Counts(), 0
+        for record in records:
+            codes = stage_codes(results.get(record.id), stage)
+            code_counts += counts(record.codes, codes)
+            category_counts += counts(map(category, record.codes), map(category, codes))
+            passed += len(codes)
+        rows.append(StageRecall(stage, code_counts.recall, category_counts.recall, passed / len(records)))
+    return rows

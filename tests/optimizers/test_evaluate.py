@@ -87,3 +87,49 @@ def test_evidence_from_a_program_result(tmp_path):
     assert [(f.code, f.reason) for f in flagged] == [("834.11A", "malformed")]
     scored = evaluate([NoteRecord("n1", TEXT, ("E11.9",), (Evidence("E11.9", 0, 15),))], predictions)
     assert scored.scores.evidence.f1 == 1.0 and scored.scores.micro.precision == 0.5
+
+
+def coded(trace: list[tuple[str, list[str] | None]]) -> dict:
+    """A CodingResult dict whose final codes are the last stage's."""
+    from programs.result import CodedDiagnosis, CodingResult, StageTrace
+
+    final = trace[-1][1] or []
+    return CodingResult("hand", [CodedDiagnosis(c, "", (), "") for c in final], [StageTrace(s, codes=c) for s, c in trace]).to_dict()
+
+
+def test_stage_recall_on_hand_made_traces(tmp_path):
+    from optimizers.evaluate import read_results, stage_recall
+
+    records = [NoteRecord("n1", TEXT, ("E11.9", "I10")), NoteRecord("n2", "Asthma.", ("J45.909",)), NoteRecord("n3", "Knee pain.", ("M25.561",))]
+    predictions = write_lines(
+        tmp_path / "preds.jsonl",
+        [
+            {"id": "n1", "codes": ["E11.9"], "result": coded([("extract", None), ("retrieve", ["E11.9", "E11.65", "I10", "I11.9"]), ("rerank", ["e119"])])},
+            {"id": "n2", "codes": ["J45.20"], "result": coded([("extract", None), ("retrieve", ["J45.20", "J45.909"]), ("rerank", ["J45.20"])])},
+        ],
+    )
+    rows = [row.as_dict() for row in stage_recall(records, read_results(predictions))]
+    # n3 has no result: its gold code counts as missed at every stage
+    assert [row["stage"] for row in rows] == ["retrieve", "rerank"]
+    assert rows[0] == pytest.approx({"stage": "retrieve", "code_recall": 3 / 4, "category_recall": 3 / 4, "codes_per_note": 2.0})
+    assert rows[1] == pytest.approx({"stage": "rerank", "code_recall": 1 / 4, "category_recall": 2 / 4, "codes_per_note": 2 / 3})
+
+
+def test_results_without_stage_codes_still_load(tmp_path):
+    from optimizers.evaluate import read_results, stage_recall
+
+    old = coded([("extract", None), ("assign", ["I10"])])
+    for stage in old["trace"]:
+        del stage["codes"]
+    predictions = write_lines(tmp_path / "preds.jsonl", [{"id": "n1", "codes": ["I10"], "result": old}])
+    results = read_results(predictions)
+    assert results["n1"].code_list == ["I10"] and [s.codes for s in results["n1"].trace] == [None, None]
+    assert stage_recall([NoteRecord("n1", TEXT, ("I10",))], results) == []
+
+
+def test_predictions_and_program_are_exclusive(dataset, tmp_path):
+    predictions = write_lines(tmp_path / "preds.jsonl", [{"id": "n1", "codes": ["I10"]}])
+    for extra in ([], ["--predictions", str(predictions), "--program", "medcoder"]):
+        result = run("evaluate", "--dataset", f"jsonl:{dataset}", *extra)
+        assert result.exit_code == 1
+        assert result.output.startswith("error: give either --predictions") and result.output.count("\n") == 1
