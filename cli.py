@@ -461,7 +461,7 @@ def print_run(run) -> None:
 
 
 def print_stage_recall(stages) -> None:
-    table = Table(title="Recall after each stage (the last stage's codes are the predictions)")
+    table = Table(title="Recall after each stage (the last one's codes are the predictions)")
     for column in ("stage", "code recall", "category recall", "codes/note"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for row in stages:
