@@ -653,15 +653,18 @@ def lm_options(func):
               "A name without a provider/ is served by --api-base.")
 @click.option("--candidates", type=click.IntRange(1), default=None, help="Candidate programs (random-search) or instruction/demo candidates (mipro).")
 @click.option("--max-demos", type=click.IntRange(0, 16), default=4, show_default=True, help="Demos per stage.")
+@click.option("--dev-notes", type=click.IntRange(1), default=None,
+              help="Score before/after on the first N dev notes only (slow local models); recorded in the metadata.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the estimated LM calls and tokens, spend nothing.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="compiled/NAME.json")
 @db_option
 @json_option
 def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec, labels, mimic_notes, optimizer_name,
-                    budget, threads, reflection_model, candidates, max_demos, seed, dry_run, out, db, as_json) -> None:
+                    budget, threads, reflection_model, candidates, max_demos, dev_notes, seed, dry_run, out, db, as_json) -> None:
     """Optimize PROGRAM's prompts (demos, instructions) against gold codes and save it to --out."""
     from contextlib import redirect_stdout
+    from dataclasses import replace
 
     import dspy
 
@@ -677,6 +680,8 @@ def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec
     with KnowledgeBase(resolve_db(db)) as kb:
         train = load_cli_dataset(train_spec, labels, mimic_notes, kb)
         dev = load_cli_dataset(dev_spec, labels, mimic_notes, kb)
+        if dev_notes is not None and dev_notes < len(dev):
+            dev = replace(dev, name=f"{dev.name}[:{dev_notes}]", records=dev.records[:dev_notes])
         for dataset in (train, dev):
             print_load_report(dataset)
         trainset, devset = gold_examples(train), gold_examples(dev)

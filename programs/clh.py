@@ -8,6 +8,7 @@ import re
 import dspy
 
 from programs.base import CodingProgram, paired, run_stage
+from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler, reconcile, tokens
 from programs.result import CodedDiagnosis, StageTrace
 from signatures import ExtractEvidence, NavigateIndex, ReconcileCodes, ValidateCandidates
@@ -55,6 +56,52 @@ class CodeLikeHumans(CodingProgram):
         self.settle([s for s, _ in statements], assembler, final)
         final.codes = assembler.codes
         return assembler.build(), [extract, navigate, validate, final]
+
+    def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:
+        """Worked demos from a note's gold codes and mentions: an excerpt -> statements and lead
+        terms (`extract`); the index entries a lead term reaches -> the entry holding the gold
+        code (`navigate`); candidates with their notes -> the gold code (`validate`); the note's
+        gold codes -> themselves (`reconcile`)."""
+        gold = gold_diagnoses(example, self.kb)
+        if not gold:
+            return {}
+        walks = [self.index_walk(d) for d in gold]
+        extract = dspy.Example(
+            note=excerpt(example.note, gold),
+            statements=[d.phrase for d in gold],
+            lead_terms=[term for term, _, _ in walks],
+        )
+        navigate, validate = [], []
+        for d, (term, entries, choice) in zip(gold, walks):
+            if choice:
+                listed = [f"{i}. {_show(entry)}" for i, entry in enumerate(entries, 1)]
+                navigate.append(dspy.Example(statement=d.phrase, lead_term=term, entries=listed, choice=str(choice), next_term=""))
+                codes = self.closest(entries[choice - 1].billable_codes, d.phrase)
+            else:
+                codes = [hit.code for hit in self.kb.search(d.phrase, k=self.max_candidates, source="all")]
+            shown = [self.describe(code) for code in with_gold(codes, d.code, self.max_candidates)]
+            title = self.kb.require(d.code).description
+            validate.append(dspy.Example(statement=d.phrase, candidates=shown, accepted=[d.code],
+                                         rationale=f"{d.code} ({title}) matches the statement and no note excludes it."))
+        reconcile = dspy.Example(
+            statements=[d.phrase for d in gold],
+            candidates=[self.describe(d.code) for d in gold],
+            final_codes=[d.code for d in gold],
+            rationale="Each code documents its own statement; no Excludes1 conflict.",
+        )
+        return {"extract": [extract], "navigate": navigate, "validate": validate, "reconcile": [reconcile]}
+
+    def index_walk(self, diagnosis: GoldDiagnosis) -> tuple[str, list, int]:
+        """(lead term, entries, 1-based entry holding the gold code or 0): the first word of the
+        phrase, from its last, whose index entries reach the gold code."""
+        words = [w for w in re.findall(r"[A-Za-z]+", diagnosis.phrase) if len(w) > 2 and w.lower() not in GENERIC]
+        for word in reversed(words):
+            entries = self.entries(word.capitalize(), diagnosis.phrase)
+            for i, entry in enumerate(entries, 1):
+                if diagnosis.code in entry.billable_codes:
+                    return word.capitalize(), entries, i
+        term = words[-1].capitalize() if words else diagnosis.phrase
+        return term, [], 0
 
     def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
         """(statement, lead term) pairs over every part of the note, without repeats."""

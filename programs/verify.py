@@ -9,6 +9,7 @@ import dspy
 
 from icd_graph.errors import IcdError
 from programs.base import CodingProgram, paired, run_stage
+from programs.demos import excerpt, gold_diagnoses
 from programs.guarantees import Assembler, tokens
 from programs.result import CodedDiagnosis, StageTrace
 from signatures import ProposeCodes, SelectBestMatch
@@ -54,6 +55,28 @@ class Verify(CodingProgram):
             assembler.add(code, [quote], rationale, select, quote)
         select.codes = assembler.codes
         return assembler.build(), traces + [expand, select]
+
+    def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:
+        """Worked demos from a note's gold codes: an excerpt -> the codes and their sentences
+        (`propose`, without a first pass), and per code the evidence and the numbered
+        descriptions of its group -> the gold code's number (`select`)."""
+        gold = gold_diagnoses(example, self.kb)
+        if not gold:
+            return {}
+        demos: dict[str, list[dspy.Example]] = {}
+        if self.propose is not None:
+            demos["propose"] = [
+                dspy.Example(note=excerpt(example.note, gold), codes=[d.code for d in gold], evidence=[d.sentence for d in gold])
+            ]
+        select = []
+        for d in gold:
+            group = sorted(self.group(d.code, d.sentence, StageTrace("expand")))
+            options = [f"{i}. {self.kb.require(code).description}" for i, code in enumerate(group, 1)]
+            choice = group.index(d.code) + 1
+            select.append(dspy.Example(evidence=d.sentence, options=options, choice=str(choice),
+                                       rationale=f"Option {choice} matches the documented {d.phrase.lower()}."))
+        demos["select"] = select
+        return demos
 
     def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
         """(code, evidence quote) pairs from the first pass, with its traces."""

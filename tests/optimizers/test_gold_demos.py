@@ -70,3 +70,29 @@ def test_compiled_medcoder_codes_notes_the_hand_written_one_cannot(kb, demo_foll
     assert run.before.micro_f1 == 0.0
     assert run.after.micro_f1 > 0.5
     assert len(run.program.extract.demos) == 1 and len(run.program.rerank.demos) == 2
+
+
+def test_clh_demos_walk_the_index_to_the_gold_code(kb):
+    demos = build_program("clh", kb).stage_demos(EXAMPLE)
+    (extract,) = demos["extract"]
+    assert len(extract.statements) == len(extract.lead_terms) == 3 and all(extract.lead_terms)
+    assert demos["navigate"]
+    for demo in demos["navigate"]:
+        entry = demo.entries[int(demo.choice) - 1]
+        assert demo.lead_term and demo.next_term == "" and "->" in entry
+    for demo in demos["validate"]:
+        (gold,) = demo.accepted
+        assert any(line.startswith(f"{gold}: ") for line in demo.candidates) and demo.rationale
+    (reconcile,) = demos["reconcile"]
+    assert sorted(reconcile.final_codes) == ["E66.9", "E78.5", "I10"]
+    assert all(line.split(":")[0] in reconcile.final_codes for line in reconcile.candidates)
+
+
+def test_verify_demos_number_the_gold_description(kb):
+    demos = build_program("verify", kb).stage_demos(EXAMPLE)
+    (propose,) = demos["propose"]
+    assert propose.codes == ["E78.5", "I10", "E66.9"] and len(propose.evidence) == 3
+    for demo, code in zip(demos["select"], propose.codes):
+        chosen = demo.options[int(demo.choice) - 1]
+        assert chosen.split(". ", 1)[1] == kb.require(code).description
+        assert demo.evidence and demo.rationale
