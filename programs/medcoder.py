@@ -1,5 +1,8 @@
 """MedCodER: extract diagnoses with evidence -> retrieve candidates per diagnosis from the
-knowledge base -> the LM re-ranks them and picks the code."""
+knowledge base -> the LM re-ranks them and picks the code.
+
+Grounding: a diagnosis whose evidence is not found in the note is dropped, and a code outside
+the retrieved candidates is replaced by the top candidate (small models copy demo answers)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from programs.base import CodingProgram, paired, run_stage
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, StageTrace
+from programs.spans import locate
 from signatures import ExtractDiagnoses, RerankCandidates
 
 NONE = "NONE"
@@ -48,7 +52,9 @@ class MedCoder(CodingProgram):
                 rerank.drop(diagnosis, f"no candidate fits: {rationale}")
                 continue
             if code not in options:
-                rerank.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates")
+                top = next(iter(options))
+                rerank.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates; the top candidate {top} is used")
+                code, rationale = top, "top retrieved candidate (the re-ranker named a code outside the candidates)"
             assembler.add(code, [quote], rationale, rerank, context=f"{diagnosis} {quote}")
         rerank.codes = assembler.codes
         return assembler.build(), [extract, retrieve, rerank]
@@ -81,6 +87,9 @@ class MedCoder(CodingProgram):
                 continue
             for diagnosis, quote in paired(out.diagnoses, out.evidence):
                 trace.proposed.append(diagnosis)
+                if locate(note, quote).span is None:
+                    trace.drop(diagnosis, f"evidence {quote!r} not found in the note")
+                    continue
                 key = diagnosis.lower()
                 if key in found:
                     trace.drop(diagnosis, "repeated diagnosis")
