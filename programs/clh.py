@@ -49,7 +49,7 @@ class CodeLikeHumans(CodingProgram):
             if not candidates:
                 navigate.drop(statement, "no code found in the index or the tabular list")
                 continue
-            navigate.codes.extend(code for code in candidates if code not in navigate.codes)
+            navigate.pass_on(candidates)
             for code in self.check(statement, candidates, validate):
                 assembler.add(code, [statement], f"{statement!r} (index: {lead_term})", validate, statement)
         validate.codes = assembler.codes

@@ -40,7 +40,7 @@ class MedCoder(CodingProgram):
                 continue
             retrieve.proposed.append(f"{diagnosis}: {', '.join(options)}")
             retrieve.kept.append(diagnosis)
-            retrieve.codes.extend(code for code in options if code not in retrieve.codes)
+            retrieve.pass_on(options)
             listed = [f"{code}: {description}" for code, description in options.items()]
             pick = run_stage(self.rerank, rerank, diagnosis=diagnosis, evidence=quote, candidates=listed)
             if pick is None:

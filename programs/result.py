@@ -59,6 +59,12 @@ class StageTrace:
     def drop(self, item: str, reason: str) -> None:
         self.dropped.append(Dropped(item, reason))
 
+    def pass_on(self, codes) -> None:
+        """Add `codes` to the codes passed on, without repeats, in order."""
+        for code in codes:
+            if code not in self.codes:
+                self.codes.append(code)
+
 
 @dataclass
 class CodingResult:

@@ -38,7 +38,7 @@ class Verify(CodingProgram):
             if not ranked:
                 expand.drop(raw, "neither the code nor any neighbour is a billable code of the release")
                 continue
-            expand.codes.extend(code for code in ranked if code not in expand.codes)
+            expand.pass_on(ranked)
             group = sorted(ranked)
             descriptions = [self.kb.require(code).description for code in group]
             options = [f"{i}. {text}" for i, text in enumerate(descriptions, 1)]
