@@ -22,16 +22,28 @@ ranked list fused with weight WEIGHTS['exact'], in `tabular` strict matches are 
 Fusion (`source='all'`) returns billable codes only. Each ranked list is first turned into
 billable codes: a hit on a billable code is kept; a hit on a parent or an incomplete index code
 is expanded to at most `EXPANSION` of its billable descendants, those with the best tabular
-score for the same query first (ties: shallower, then document order). The lists are then
-fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
+score for the same query first (ties: shallower, then document order). A billable code that says
+'unspecified' brings, ahead of it, the siblings that hold more of the query's words ('facet
+arthropathy C6-7': M47.819 'site unspecified' -> M47.812 'cervical region'). A query that names
+an index term with a 'see' or 'see also' reference is also searched with the term's words
+replaced by the reference ('right hip degenerative joint disease' -> 'right hip osteoarthritis';
+'pituitary adenoma' -> 'pituitary neoplasm benign', the table row of the site). The lists are
+then fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
 Index scores are discounted by term depth (1 + LEVEL_DISCOUNT * level). The index uses a weaker
 length normalisation (b = INDEX_B) so that modifiers in parentheses do not bury a main term.
+After fusion a code that names another side (right, left, bilateral) or limb (upper, lower)
+than the query, or a personal or family history the query does not ask for, is discounted by
+CONFLICT_DISCOUNT; and the other encounter variants (7th character) of a code follow every
+first variant, so that the top k holds k different conditions.
 Tuned on the diagnosis mentions of the ACI-BENCH train split (recall@10 of the gold code, `all`:
-train 0.71, valid 0.85; @50: 0.84, 0.88).
+train 0.80, valid 0.88; @50: 0.87, 0.88).
 
 Tokens are lower-cased words without stop words, common clinical abbreviations spelled out
-('COPD', 'HTN', 'afib') and 'ii'..'iv' read as digits, reduced by a small suffix normaliser
-(`stem`: 'diabetes' and 'diabetic' -> 'diabet', 'fractures' and 'fracture' -> 'fractur').
+('COPD', 'HTN', 'afib'), synonyms the classification uses side by side read as one ('renal' as
+'kidney', 'extremity' as 'limb'), 'ii'..'iv' read as digits, spinal levels written in full with
+their region ('C5-6' -> 'c5 cervical c6'), reduced by a small suffix normaliser (`stem`:
+'diabetes' and 'diabetic' -> 'diabet', 'fractures' and 'fracture' -> 'fractur', 'tics' -> 'tic').
+A query word no index knows is replaced by the first known word one edit away ('ransient').
 """
 
 from __future__ import annotations
@@ -40,8 +52,8 @@ import json
 import re
 import threading
 from bisect import bisect_right
-from itertools import combinations
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import duckdb
@@ -52,6 +64,7 @@ INDEX = "index"
 ALL = "all"
 SOURCES = (TABULAR, INDEX, ALL)
 EXACT = "exact"
+SEE = "see"
 
 CANDIDATES = 50
 EXPANSION = 3
@@ -60,7 +73,8 @@ LEVEL_DISCOUNT = 0.2
 INDEX_B = 0.3
 ENCOUNTER_DISCOUNT = 0.05
 EXACT_MAX_WORDS = 8
-WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0}
+WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5}
+CONFLICT_DISCOUNT = 0.5
 
 STOPWORDS = frozenset(
     "a an and are as at be by for from has have in into is it its of on or other than that the "
@@ -83,12 +97,59 @@ ABBREVIATIONS = {
     "ra": "rheumatoid arthritis", "ms": "multiple sclerosis",
     "ii": "2", "iii": "3", "iv": "4",
 }
+SYNONYMS = {
+    "renal": "kidney", "hepatic": "liver", "cardiac": "heart",
+    "extremity": "limb", "extremities": "limb",
+}
+REGIONS = {"c": "cervical", "t": "thoracic", "l": "lumbar"}
+_LEVEL = re.compile(r"[ctl]\d{1,2}")
+_LEVELS = re.compile(r"\b([ctls])(\d{1,2}) ?- ?(\d{1,2})\b")
+MIN_CORRECTED = 5
+
+
+RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED = (1 << bit for bit in range(7))
+_SIDES = RIGHT | LEFT | BILATERAL
+_LIMBS = UPPER | LOWER
+_FLAG_WORDS = {"right": RIGHT, "left": LEFT, "bilateral": BILATERAL, "upper": UPPER, "lower": LOWER}
+_QUERY_FLAG_WORDS = {**_FLAG_WORDS, "both": BILATERAL, "history": HISTORY, "status": HISTORY, "hx": HISTORY}
+
+
+def description_flags(description: str) -> int:
+    """Side (right, left, bilateral), limb (upper, lower), history and unspecified bits of a
+    description."""
+    words = _WORD.findall(description.lower())
+    flags = 0
+    for word in words:
+        flags |= _FLAG_WORDS.get(word, 0)
+    if description.lower().startswith(("personal history", "family history")):
+        flags |= HISTORY
+    if "unspecified" in words:
+        flags |= UNSPECIFIED
+    return flags
+
+
+def query_flags(text: str) -> int:
+    flags = 0
+    for word in _WORD.findall(text.lower()):
+        flags |= _QUERY_FLAG_WORDS.get(word, 0)
+    return flags
+
+
+def contradicts(query: int, code: int) -> bool:
+    """The code names another side or limb than the query, or is a history code the query
+    does not ask for."""
+    for group in (_SIDES, _LIMBS):
+        if query & group and code & group and not query & code & group:
+            return True
+    return bool(code & HISTORY and not query & HISTORY)
 
 
 def stem(word: str) -> str:
     """A small suffix normaliser: plural and adjective endings, and a final 'e'."""
-    if len(word) <= 4 or word.endswith(("ss", "us", "is")):
+    if len(word) <= 3 or word.endswith(("ss", "us", "is")):
         return word
+    if len(word) == 4:
+        return word.removesuffix("s")
     for suffix, replacement in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
             return word[: len(word) - len(suffix)] + replacement
@@ -96,11 +157,28 @@ def stem(word: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased, stemmed words without stop words; common clinical abbreviations spelled out."""
+    """Lower-cased, stemmed words without stop words; common clinical abbreviations spelled out,
+    synonyms the classification uses both of read as one ('renal' as 'kidney') and spinal level
+    ranges written in full ('C5-6' as 'C5-C6')."""
     words = []
-    for word in _WORD.findall(text.lower()):
+    for word in _WORD.findall(_LEVELS.sub(r"\1\2-\1\3", text.lower())):
+        word = SYNONYMS.get(word, word)
         words.extend(_WORD.findall(ABBREVIATIONS[word]) if word in ABBREVIATIONS else (word,))
+        region = REGIONS.get(word[0]) if _LEVEL.fullmatch(word) else None
+        if region and region not in words:
+            words.append(region)
     return [stem(word) for word in words if word not in STOPWORDS]
+
+
+def spelling_variants(word: str) -> list[str]:
+    """Words one deletion, transposition, substitution or insertion away, in a fixed order."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    variants = [a + b[1:] for a, b in splits if b]
+    variants += [a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1]
+    variants += [a + c + b[1:] for a, b in splits if b for c in letters if c != b[0]]
+    variants += [a + c + b for a, b in splits for c in letters]
+    return list(dict.fromkeys(variants))
 
 
 @dataclass(frozen=True)
@@ -194,6 +272,8 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         dtype=np.int32))
     np.save(out_dir / "depth.npy", depth)
     np.save(out_dir / "end.npy", subtree_ends(depth))
+    np.save(out_dir / "parent.npy", tree_parents(depth))
+    np.save(out_dir / "flags.npy", np.array([description_flags(row[1]) for row in rows], dtype=np.int8))
     _write_json(out_dir / "codes.json", codes)
 
     resolved: dict[str, list[int]] = {}
@@ -202,6 +282,7 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
             resolved.setdefault(raw, []).append(position[code])
     terms = con.execute(_INDEX_TERMS).fetchall()
     phrases_of = index_phrases(terms)
+    _write_json(out_dir / "references.json", references(terms, phrases_of))
     docs = [row for row in con.execute(_INDEX_DOCS).fetchall() + see_docs(terms, phrases_of) if resolved.get(row[3])]
     targets = [sorted(set(resolved[raw])) for *_, raw, _ in docs]
     if docs:
@@ -216,6 +297,19 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     exact = [((essential, nonessential), kind, ref) for (essential, nonessential), kind, ref in exact if essential]
     _write_json(out_dir / "exact.json", [[" ".join(sorted(e)) for (e, _), *_ in exact], [" ".join(sorted(n)) for (_, n), *_ in exact]])
     np.save(out_dir / "exact_refs.npy", np.array([(kind, ref) for _, kind, ref in exact], dtype=np.int32))
+
+
+def references(rows: list[tuple], phrases: dict[int, tuple[frozenset[str], frozenset[str]]]) -> dict[str, list[str]]:
+    """The 'see' and 'see also' references of index terms, keyed by the term's essential words
+    (sorted, space-joined): 'degener joint diseas' -> ['osteoarthritis'], 'adenoma' -> ['neoplasm',
+    'benign'] ('by site' dropped: the query's own site words take its place). Shallower terms win."""
+    site = set(tokenize("by site"))
+    found: dict[str, list[str]] = {}
+    for term_id, *_, reference in sorted(rows, key=lambda row: row[2]):
+        words = [word for word in tokenize(reference or "") if word not in site]
+        if words and term_id in phrases:
+            found.setdefault(" ".join(sorted(phrases[term_id][0])), words)
+    return found
 
 
 def index_phrases(rows: list[tuple]) -> dict[int, tuple[frozenset[str], frozenset[str]]]:
@@ -282,8 +376,28 @@ def subtree_ends(depth: np.ndarray) -> np.ndarray:
     return ends
 
 
+def tree_parents(depth: np.ndarray) -> np.ndarray:
+    """parent[i]: the nearest earlier document of smaller depth (-1 for none)."""
+    parents = np.full(len(depth), -1, dtype=np.int32)
+    open_nodes: list[int] = []
+    for i, d in enumerate(depth):
+        while open_nodes and depth[open_nodes[-1]] >= d:
+            open_nodes.pop()
+        parents[i] = open_nodes[-1] if open_nodes else -1
+        open_nodes.append(i)
+    return parents
+
+
 def _write_json(path: Path, payload) -> None:
     path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A query's tabular scores and, for short queries, its matched words per node."""
+
+    scores: np.ndarray
+    words: np.ndarray | None
 
 
 class Searcher:
@@ -302,7 +416,7 @@ class Searcher:
 
             from icd_graph.errors import DatabaseMissing
 
-            if not (self.folder / "exact.json").exists():
+            if not all((self.folder / name).exists() for name in ("exact.json", "flags.npy", "parent.npy", "references.json")):
                 raise DatabaseMissing(
                     f"no search index at {self.folder} (or one from an older version); "
                     "rebuild with `python cli.py icd build`"
@@ -316,8 +430,12 @@ class Searcher:
             self.billable = np.load(self.folder / "billable.npy")
             self.depth = np.load(self.folder / "depth.npy")
             self.end = np.load(self.folder / "end.npy")
+            self.parent = np.load(self.folder / "parent.npy")
             self.discount = 1.0 + ENCOUNTER_DISCOUNT * np.load(self.folder / "encounter.npy")
             groups = np.load(self.folder / "encounter_groups.npy")
+            self.groups = groups
+            self.flags = np.load(self.folder / "flags.npy")
+            self.references = json.loads((self.folder / "references.json").read_text(encoding="utf-8"))
             self.group_starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
             self.group_sizes = np.diff(np.r_[self.group_starts, len(groups)])
             phrase_positions = np.load(self.folder / "phrase_positions.npy")
@@ -337,21 +455,50 @@ class Searcher:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         self._load()
-        tokens = tokenize(text)
+        tokens = [self._correct(token) for token in tokenize(text)]
         if not tokens or k <= 0:
             return []
         tabular_scores = self._tabular_scores(tokens)
+        scored = Scored(tabular_scores, self._words(tokens))
         exact = self._exact(tokens)
         if source == TABULAR:
             first = list(dict.fromkeys(ref for missing, kind, ref in exact if kind == TABULAR and not missing))
             rest = [i for i in _top(tabular_scores, k + len(first)) if i not in first]
             return [Match(self.codes[i], float(tabular_scores[i]), "", TABULAR) for i in (first + rest)[:k]]
-        exact_ranked = self._exact_ranked(exact, tabular_scores, source)
-        index_ranked = self._index_ranked(tokens, tabular_scores)
-        if source == INDEX:
-            return self._fuse(((EXACT, exact_ranked), (INDEX, index_ranked)), k)
-        tabular_ranked = self._tabular_ranked(tabular_scores)
-        return self._fuse(((EXACT, exact_ranked), (TABULAR, tabular_ranked), (INDEX, index_ranked)), k)
+        exact_ranked = self._exact_ranked(exact, scored, source)
+        index_ranked = self._index_ranked(tokens, scored)
+        lists = [(EXACT, exact_ranked), (INDEX, index_ranked)]
+        followed = self._follow_reference(tokens)
+        if followed:
+            lists.append((SEE, self._index_ranked(followed, scored)))
+        if source == ALL:
+            lists.insert(1, (TABULAR, self._tabular_ranked(scored)))
+        return self._fuse(lists, k, query_flags(text))
+
+    def _correct(self, token: str) -> str:
+        """An alphabetic word that no index knows becomes the first known word one edit away
+        ('ransient' -> 'transient'); other words are kept."""
+        if len(token) < MIN_CORRECTED or not token.isalpha() or self._known(token):
+            return token
+        return next((variant for variant in spelling_variants(token) if self._known(variant)), token)
+
+    def _known(self, token: str) -> bool:
+        return token in self.tabular.vocab_dict or (self.index is not None and token in self.index.vocab_dict)
+
+    def _follow_reference(self, tokens: list[str]) -> list[str]:
+        """The query with the words of the largest index term it names that has a 'see' or 'see
+        also' reference replaced by the reference ('right hip degenerative joint disease' ->
+        'right hip osteoarthritis'); [] when it names none."""
+        query = sorted(set(tokens))
+        if len(query) > EXACT_MAX_WORDS:
+            return []
+        for size in range(len(query), 0, -1):
+            for subset in combinations(query, size):
+                reference = self.references.get(" ".join(subset))
+                if reference:
+                    kept = [token for token in tokens if token not in subset]
+                    return kept + [word for word in reference if word not in kept]
+        return []
 
     def _tabular_scores(self, tokens: list[str]) -> np.ndarray:
         """Per node, the best score of its description and inclusion terms; the codes that differ
@@ -382,50 +529,77 @@ class Searcher:
                             found.append((missing, -size, 1, int(self.discount[ref] > 1), int(self.depth[ref]), TABULAR, ref))
         return [(missing, kind, ref) for missing, *_, kind, ref in sorted(found)]
 
-    def _exact_ranked(self, exact, scores: np.ndarray, source: str) -> list[tuple[int, float, str]]:
+    def _exact_ranked(self, exact, scored: Scored, source: str) -> list[tuple[int, float, str]]:
         ranked: dict[int, tuple[int, float, str]] = {}
         for _, kind, ref in exact:
             if kind == INDEX:
-                members, path = self._best(self.targets[self.offsets[ref] : self.offsets[ref + 1]], scores), self.paths[ref]
+                members, path = self._best(self.targets[self.offsets[ref] : self.offsets[ref + 1]], scored), self.paths[ref]
             elif source == ALL:
-                members, path = self._best(np.arange(ref, self.end[ref]), scores), ""
+                members, path = self._best(np.arange(ref, self.end[ref]), scored), ""
             else:
                 continue
             for member in members:
                 ranked.setdefault(member, (member, 0.0, path))
         return list(ranked.values())
 
-    def _tabular_ranked(self, scores: np.ndarray) -> list[tuple[int, float, str]]:
+    def _tabular_ranked(self, scored: Scored) -> list[tuple[int, float, str]]:
+        scores = scored.scores
         ranked: dict[int, tuple[int, float, str]] = {}
         for doc in _top(scores, CANDIDATES):
             if self.billable[doc]:
                 members = [doc]
             else:
-                members = self._best(np.arange(doc + 1, self.end[doc]), scores)
+                members = self._best(np.arange(doc + 1, self.end[doc]), scored)
             for member in members:
                 ranked.setdefault(member, (member, float(scores[doc]), ""))
         return list(ranked.values())
 
-    def _index_ranked(self, tokens: list[str], tabular_scores: np.ndarray) -> list[tuple[int, float, str]]:
+    def _index_ranked(self, tokens: list[str], scored: Scored) -> list[tuple[int, float, str]]:
         if self.index is None:
             return []
         scores = _scores(self.index, tokens) / (1.0 + LEVEL_DISCOUNT * self.levels)
         ranked: dict[int, tuple[int, float, str]] = {}
         for doc in _top(scores, CANDIDATES):
             targets = self.targets[self.offsets[doc] : self.offsets[doc + 1]]
-            for member in self._best(targets, tabular_scores):
+            for member in self._best(targets, scored):
                 ranked.setdefault(member, (member, float(scores[doc]), self.paths[doc]))
         return list(ranked.values())
 
-    def _best(self, positions: np.ndarray, scores: np.ndarray) -> list[int]:
-        """At most EXPANSION billable positions: best tabular score, then shallower, then first."""
-        positions = positions[self.billable[positions]]
-        if len(positions) <= 1:
-            return positions.tolist()
+    def _best(self, positions: np.ndarray, scored: Scored) -> list[int]:
+        """At most EXPANSION billable positions (best tabular score, then shallower, then first),
+        preceded by at most EXPANSION siblings of an 'unspecified' one that match more query words
+        (a coder's next step: 'site unspecified' -> the site the query names)."""
+        best = self._ranked(positions[self.billable[positions]], scored.scores)
+        unspecified = [p for p in best if self.flags[p] & UNSPECIFIED]
+        if not unspecified or scored.words is None:
+            return best
+        parents = {int(self.parent[p]) for p in unspecified} - {-1}
+        siblings = np.array([s for parent in parents for s in range(parent + 1, self.end[parent])], dtype=np.int64)
+        if not len(siblings):
+            return best
+        floor = max(scored.words[p] for p in unspecified)
+        better = siblings[self.billable[siblings] & (scored.words[siblings] > floor)]
+        return [p for p in self._ranked(better, scored.scores) if p not in best] + best
+
+    def _ranked(self, positions: np.ndarray, scores: np.ndarray) -> list[int]:
         order = np.lexsort((positions, self.depth[positions], -scores[positions]))
         return positions[order[:EXPANSION]].tolist()
 
-    def _fuse(self, lists, k: int) -> list[Match]:
+    def _words(self, tokens: list[str]) -> np.ndarray | None:
+        """Per node, how many query words its best-matching description or inclusion term holds
+        (None for queries longer than EXACT_MAX_WORDS)."""
+        unique = list(dict.fromkeys(tokens))
+        if len(unique) > EXACT_MAX_WORDS:
+            return None
+        words = np.zeros(len(self.codes), dtype=np.int8)
+        for token in unique:
+            words += np.maximum.reduceat(_scores(self.tabular, [token]), self.phrase_starts) > 0
+        return words
+
+    def _fuse(self, lists, k: int, flags: int) -> list[Match]:
+        """Weighted reciprocal rank fusion; a code that contradicts the query (`contradicts`) is
+        discounted, and the encounter variants (7th character) of a code already ranked follow
+        all first variants."""
         fused: dict[int, float] = {}
         matched: dict[int, str] = {}
         sources: dict[int, list[str]] = {}
@@ -435,7 +609,14 @@ class Searcher:
                 sources.setdefault(doc, []).append(name)
                 if path and doc not in matched:
                     matched[doc] = path
-        best = sorted(fused, key=lambda doc: (-fused[doc], doc))[:k]
+        for doc in fused:
+            if contradicts(flags, int(self.flags[doc])):
+                fused[doc] *= CONFLICT_DISCOUNT
+        first, variants, groups = [], [], set()
+        for doc in sorted(fused, key=lambda doc: (-fused[doc], doc)):
+            (variants if self.groups[doc] in groups else first).append(doc)
+            groups.add(self.groups[doc])
+        best = (first + variants)[:k]
         return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in best]
 
 

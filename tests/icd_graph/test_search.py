@@ -1,5 +1,14 @@
-from icd_graph.search import Searcher, stem, tabular_phrase, tokenize
 from icd_graph.build import search_dir_for
+from icd_graph.search import (
+    Searcher,
+    contradicts,
+    description_flags,
+    query_flags,
+    spelling_variants,
+    stem,
+    tabular_phrase,
+    tokenize,
+)
 
 
 def test_tokens_and_stems():
@@ -42,15 +51,65 @@ def test_short_exact_mentions_rank_their_default_code_first(kb_path):
     assert searcher.search("Congestive heart failure", k=1)[0].code == "I50.9"
 
 
-def test_initial_encounter_before_subsequent_and_sequela(kb_path):
+def test_one_encounter_variant_per_code_before_the_others(kb_path):
     searcher = Searcher(search_dir_for(kb_path))
-    codes = [h.code for h in searcher.search("Colles fracture of right radius", k=20)]
+    codes = [h.code for h in searcher.search("Colles fracture of right radius", k=200)]
     assert codes[0] == "S52.531A"
-    assert codes.index("S52.531A") < codes.index("S52.531D") < codes.index("S52.531S")
-    sprain = [h.code for h in searcher.search("right knee sprain", k=5)]
-    assert sprain[:3] == ["S83.91XA", "S83.91XD", "S83.91XS"]
+    groups = [code[:-1] if len(code.replace(".", "")) == 7 else code for code in codes]
+    first_repeat = next(i for i, group in enumerate(groups) if group in groups[:i])
+    assert len(set(groups[first_repeat:]) - set(groups[:first_repeat])) == 0
+    assert codes.index("S52.531D") >= first_repeat
+    sprain = [h.code for h in searcher.search("right knee sprain", k=10)]
+    assert sprain[0] == "S83.91XA"
+    assert not {"S83.91XD", "S83.91XS"} & set(sprain)
+    assert len({code[:7] for code in sprain}) == len(sprain)
+
+
+def test_codes_naming_another_side_limb_or_a_history_rank_lower(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    neuropathy = [h.code for h in searcher.search("Left upper extremity neuropathy", k=10)]
+    assert "G56.92" in neuropathy
+    assert not [code for code in neuropathy if code.startswith("G57.9")]
+    stone = [h.code for h in searcher.search("kidney stone", k=5)]
+    assert stone[0] == "N20.0" and "Z87.442" not in stone
+    assert "Z87.442" in [h.code for h in searcher.search("history of kidney stones", k=3)]
+
+
+def test_contradiction_flags():
+    assert contradicts(query_flags("right knee"), description_flags("Sprain of left knee"))
+    assert not contradicts(query_flags("right knee"), description_flags("Sprain of unspecified knee"))
+    assert contradicts(query_flags("upper limb"), description_flags("Mononeuropathy of lower limb"))
+    assert contradicts(0, description_flags("Personal history of urinary calculi"))
+    assert not contradicts(query_flags("history of stones"), description_flags("Personal history of urinary calculi"))
 
 
 def test_see_references_point_to_their_target(kb_path):
     searcher = Searcher(search_dir_for(kb_path))
     assert "N20.0" in [h.code for h in searcher.search("nephrolithiasis", k=5)]
+
+
+def test_synonyms_spinal_levels_and_short_plurals():
+    assert tokenize("renal failure") == tokenize("kidney failure")
+    assert tokenize("upper extremities") == tokenize("upper limb")
+    assert tokenize("C5-6") == tokenize("C5-C6") == ["c5", stem("cervical"), "c6"]
+    assert stem("tics") == "tic" and stem("hips") == "hip" and stem("less") == "less"
+
+
+def test_misspelled_words_are_corrected_against_the_indexes(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    assert "transient" in spelling_variants("ransient")
+    assert searcher.search("ransient tics", k=1)[0].code == "F95.0"
+
+
+def test_see_references_are_followed_with_the_query_site(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    assert "M16.11" in [h.code for h in searcher.search("Right hip degenerative joint disease", k=20)]
+    assert "D35.2" in [h.code for h in searcher.search("Pituitary adenoma", k=10)]
+
+
+def test_unspecified_codes_bring_the_sibling_that_names_the_query_site(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    facet = [h.code for h in searcher.search("facet arthropathy C6-7", k=20)]
+    assert "M47.812" in facet
+    assert facet.index("M47.812") < facet.index("M47.819")
+    assert searcher.search("Chest pain", k=1)[0].code == "R07.9"
