@@ -22,6 +22,7 @@ N_CTX = 8192
 MAX_TOKENS = 512
 CHAT_ADAPTER_MARKER = "[[ ## completed ## ]]"
 MAX_JSON_ITEMS = 12
+PROMPT_CACHE_BYTES = 512 << 20
 
 
 class LocalModelUnavailable(IcdError):
@@ -98,6 +99,12 @@ def _capped(schema: Any) -> Any:
     return capped
 
 
+def generation_threads() -> int:
+    """Every available core up to 4, else half of them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores if cores <= 4 else cores // 2
+
+
 def _require_llama_cpp():
     try:
         import llama_cpp
@@ -109,8 +116,15 @@ def _require_llama_cpp():
 class LlamaEngine:
     """A DSPy engine over one in-process `llama_cpp.Llama`, shared by threads under a lock.
 
-    `n_threads=None` keeps llama-cpp-python's default: half the cores generate, all of them
-    read the prompt (more threads than free cores slows llama.cpp down sharply).
+    `n_threads=None` generates on every core of a machine with at most 4 (measured here on 2
+    cores: 1.7x faster than llama-cpp-python's default of half the cores), on half of the cores
+    of a larger one (one per physical core; more threads than free cores slows llama.cpp down).
+    A prompt cache of `prompt_cache_bytes` keeps the model state after each prompt, so a call
+    that starts like an earlier one (the same stage's instructions and demos) only reads what
+    differs: 2.5 s instead of 15 s for a 2,500-token prompt on 2 cores. Reading a prompt in
+    pieces rounds differently from reading it whole, so a weak model's greedy answer can depend
+    on which earlier prompt was reused (llama.cpp's own reuse of the previous prompt already
+    did this); DSPy's cache keeps repeated runs identical.
     A JSON response format (DSPy's JSONAdapter, also its fallback after a ChatAdapter parse
     failure) becomes a grammar, so the answer always parses, even from a small base model.
     Context overflow raises lm15's ContextLengthError, which DSPy reports as
@@ -120,10 +134,17 @@ class LlamaEngine:
     supports_response_schema = True
     supported_params = frozenset({"temperature", "max_tokens", "stop", "seed", "response_format"})
 
-    def __init__(self, model_path: str | Path, n_ctx: int = N_CTX, n_threads: int | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = N_CTX,
+        n_threads: int | None = None,
+        prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+    ):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self.prompt_cache_bytes = prompt_cache_bytes
         self._llama = None
         self._lock = threading.RLock()
 
@@ -169,7 +190,12 @@ class LlamaEngine:
                 self._llama = None
 
     def dump_state(self) -> dict[str, Any]:
-        return {"model_path": str(self.model_path), "n_ctx": self.n_ctx, "n_threads": self.n_threads}
+        return {
+            "model_path": str(self.model_path),
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "prompt_cache_bytes": self.prompt_cache_bytes,
+        }
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LlamaEngine:
@@ -184,12 +210,14 @@ class LlamaEngine:
                     self._llama = llama_cpp.Llama(
                         model_path=str(self.model_path),
                         n_ctx=self.n_ctx,
-                        n_threads=self.n_threads,
+                        n_threads=self.n_threads or generation_threads(),
                         chat_format="gemma",
                         verbose=False,
                     )
                 except ValueError as exc:
                     raise LocalModelError(f"llama-cpp-python cannot load {self.model_path}: {exc}") from exc
+                if self.prompt_cache_bytes:
+                    self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=self.prompt_cache_bytes))
             return self._llama
 
 

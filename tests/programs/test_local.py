@@ -14,9 +14,11 @@ from programs.lm import make_lm
 from programs.local import (
     CHAT_ADAPTER_MARKER,
     MAX_JSON_ITEMS,
+    LlamaEngine,
     LocalModelError,
     LocalModelUnavailable,
     chat_messages,
+    default_model_path,
     json_grammar_format,
     local_lm,
     merge_system,
@@ -159,3 +161,32 @@ def test_a_new_local_lm_reads_the_answers_cached_by_another():
         dspy.cache = saved
     assert computed.get_lm_usage() and not cached.get_lm_usage()
     assert cached.diagnosis == computed.diagnosis
+
+
+class Severity(dspy.Signature):
+    """Grade how severe the clinical sentence sounds."""
+
+    sentence: str = dspy.InputField()
+    severity: str = dspy.OutputField(desc="mild, moderate or severe")
+
+
+@pytest.mark.slow
+def test_the_engine_keeps_prompt_states_for_later_calls():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    saved = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    diagnose, grade = dspy.Predict(Diagnosis), dspy.Predict(Severity)
+    diagnose.demos = DEMOS
+    sentence = "Burning on urination for two days, urine dipstick positive for nitrites."
+    try:
+        lm = local_lm()
+        with dspy.context(lm=lm):
+            diagnose(sentence=DEMOS[0].sentence)
+            grade(sentence=sentence)
+            answer = diagnose(sentence=sentence).diagnosis
+    finally:
+        dspy.cache = saved
+    states = lm.engine.load().cache.cache_state
+    assert answer.strip()
+    assert len(states) >= 3 and sum(len(key) for key in states) > 600
+    assert LlamaEngine(default_model_path(), prompt_cache_bytes=0).load().cache is None
