@@ -252,6 +252,30 @@ def main_term_phrase(title: str) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(essential), frozenset(nonessential - essential)
 
 
+def main_term_spellings(rows: list[tuple]) -> dict[int, list[frozenset[str]]]:
+    """Per index term, the spellings of its main term when it has several ('Hyperlipemia,
+    hyperlipidemia'): the first, then the others."""
+    spellings: dict[int, list[frozenset[str]]] = {}
+    for term_id, parent, level, title, *_ in sorted(rows, key=lambda row: row[2]):
+        if level == 0 or parent not in spellings:
+            head, *parts = [tokenize(part) for part in (title or "").split(",")]
+            others = {frozenset(part) for part in parts if head and part and part[0][:4] == head[0][:4]}
+            others.discard(frozenset(head))
+            spellings[term_id] = [frozenset(head), *sorted(others, key=sorted)] if others else []
+        else:
+            spellings[term_id] = spellings[parent]
+    return spellings
+
+
+def respelled(phrase: tuple[frozenset[str], frozenset[str]], spellings: list[frozenset[str]]):
+    """The phrase, then the phrase with its main term in each other spelling."""
+    essential, nonessential = phrase
+    yield phrase
+    if spellings and spellings[0] <= essential:
+        for other in spellings[1:]:
+            yield (essential - spellings[0]) | other, (nonessential | spellings[0]) - other
+
+
 def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     """Write the tabular and index search indexes of the knowledge base in `con` to `out_dir`."""
     import bm25s
@@ -292,7 +316,13 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     np.save(out_dir / "index_targets.npy", np.array([p for t in targets for p in t], dtype=np.int32))
     _write_json(out_dir / "paths.json", [path for _, path, *_ in docs])
 
-    exact = [(phrases_of[row[0]], 0, doc) for doc, row in enumerate(docs) if row[0] in phrases_of]
+    spellings = main_term_spellings(terms)
+    exact = [
+        (phrase, 0, doc)
+        for doc, row in enumerate(docs)
+        if row[0] in phrases_of
+        for phrase in respelled(phrases_of[row[0]], spellings.get(row[0], ()))
+    ]
     exact += [(tabular_phrase(text), 1, i) for i, text in phrases]
     exact = [((essential, nonessential), kind, ref) for (essential, nonessential), kind, ref in exact if essential]
     _write_json(out_dir / "exact.json", [[" ".join(sorted(e)) for (e, _), *_ in exact], [" ".join(sorted(n)) for (_, n), *_ in exact]])

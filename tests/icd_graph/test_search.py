@@ -113,3 +113,9 @@ def test_unspecified_codes_bring_the_sibling_that_names_the_query_site(kb_path):
     assert "M47.812" in facet
     assert facet.index("M47.812") < facet.index("M47.819")
     assert searcher.search("Chest pain", k=1)[0].code == "R07.9"
+
+
+def test_a_main_term_matches_exactly_in_any_of_its_spellings(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    assert searcher.search("Hyperlipidemia", k=1)[0].code == "E78.5"
+    assert searcher.search("hyperlipemia", k=1)[0].code == "E78.5"
