@@ -4,6 +4,7 @@ with a logged fallback on malformed LM output, and the result wrapped in a Predi
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import ClassVar
 
 import dspy
@@ -54,6 +55,35 @@ class CodingProgram(dspy.Module):
         if len(parts) > 1:
             trace.log.append(f"note of {len(note)} characters read in {len(parts)} parts")
         return parts
+
+    def read_pairs(
+        self,
+        predictor: dspy.Predict,
+        note: str,
+        trace: StageTrace,
+        fields: tuple[str, str],
+        noun: str,
+        reject: Callable[[str, str], str | None] | None = None,
+    ) -> list[tuple[str, str]]:
+        """The (item, companion) pairs `predictor` reads from every part of the note in its two
+        parallel output `fields`, each item once (case ignored); `reject(item, companion)` gives
+        the reason to drop a pair, or None. All of it is logged in `trace`."""
+        found: dict[str, tuple[str, str]] = {}
+        for part in self.parts(note, trace):
+            out = run_stage(predictor, trace, note=part)
+            if out is None:
+                continue
+            for item, companion in paired(getattr(out, fields[0]), getattr(out, fields[1])):
+                trace.proposed.append(item)
+                reason = reject(item, companion) if reject else None
+                if reason is None and item.lower() in found:
+                    reason = f"repeated {noun}"
+                if reason:
+                    trace.drop(item, reason)
+                    continue
+                found[item.lower()] = (item, companion)
+                trace.kept.append(item)
+        return list(found.values())
 
 
 def run_stage(predictor: dspy.Predict, trace: StageTrace, **inputs) -> dspy.Prediction | None:

@@ -7,7 +7,7 @@ import re
 
 import dspy
 
-from programs.base import CodingProgram, paired, run_stage
+from programs.base import CodingProgram, run_stage
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler, reconcile, tokens
 from programs.result import CodedDiagnosis, StageTrace
@@ -105,19 +105,7 @@ class CodeLikeHumans(CodingProgram):
 
     def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
         """(statement, lead term) pairs over every part of the note, without repeats."""
-        found: dict[str, tuple[str, str]] = {}
-        for part in self.parts(note, trace):
-            out = run_stage(self.extract, trace, note=part)
-            if out is None:
-                continue
-            for statement, lead_term in paired(out.statements, out.lead_terms):
-                trace.proposed.append(f"{statement} [{lead_term}]")
-                if statement.lower() in found:
-                    trace.drop(statement, "repeated statement")
-                    continue
-                found[statement.lower()] = (statement, lead_term)
-                trace.kept.append(statement)
-        return list(found.values())
+        return self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement")
 
     def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> list[str]:
         """Billable codes reached by walking the index from `lead_term` in at most `max_steps`

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dspy
 
-from programs.base import CodingProgram, paired, run_stage
+from programs.base import CodingProgram, run_stage
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, StageTrace
@@ -79,21 +79,10 @@ class MedCoder(CodingProgram):
         return {"extract": [extract], "rerank": rerank}
 
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
-        """(diagnosis, evidence quote) pairs over every part of the note, without repeats."""
-        found: dict[str, tuple[str, str]] = {}
-        for part in self.parts(note, trace):
-            out = run_stage(self.extract, trace, note=part)
-            if out is None:
-                continue
-            for diagnosis, quote in paired(out.diagnoses, out.evidence):
-                trace.proposed.append(diagnosis)
-                if locate(note, quote).span is None:
-                    trace.drop(diagnosis, f"evidence {quote!r} not found in the note")
-                    continue
-                key = diagnosis.lower()
-                if key in found:
-                    trace.drop(diagnosis, "repeated diagnosis")
-                    continue
-                found[key] = (diagnosis, quote)
-                trace.kept.append(diagnosis)
-        return list(found.values())
+        """(diagnosis, evidence quote) pairs over every part of the note, without repeats; a
+        diagnosis whose evidence is not in the note is dropped."""
+
+        def unfound(diagnosis: str, quote: str) -> str | None:
+            return None if locate(note, quote).span else f"evidence {quote!r} not found in the note"
+
+        return self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", unfound)

@@ -8,7 +8,7 @@ import re
 import dspy
 
 from icd_graph.errors import IcdError
-from programs.base import CodingProgram, paired, run_stage
+from programs.base import CodingProgram, run_stage
 from programs.demos import excerpt, gold_diagnoses
 from programs.guarantees import Assembler, tokens
 from programs.result import CodedDiagnosis, StageTrace
@@ -90,20 +90,9 @@ class Verify(CodingProgram):
             ]
             return pairs, result.trace
         trace = StageTrace("propose", codes=[])
-        found: dict[str, tuple[str, str]] = {}
-        for part in self.parts(note, trace):
-            out = run_stage(self.propose, trace, note=part)
-            if out is None:
-                continue
-            for code, quote in paired(out.codes, out.evidence):
-                trace.proposed.append(code)
-                if code.upper() in found:
-                    trace.drop(code, "repeated code")
-                    continue
-                found[code.upper()] = (code, quote)
-                trace.kept.append(code)
-                trace.codes.append(code)
-        return list(found.values()), [trace]
+        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code")
+        trace.codes = [code for code, _ in pairs]
+        return pairs, [trace]
 
     def group(self, raw: str, quote: str, trace: StageTrace) -> list[str]:
         """The proposed code (or its nearest known ancestor) and its billable neighbours: the
