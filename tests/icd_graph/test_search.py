@@ -91,6 +91,7 @@ def test_see_references_point_to_their_target(kb_path):
 def test_synonyms_spinal_levels_and_short_plurals():
     assert tokenize("renal failure") == tokenize("kidney failure")
     assert tokenize("upper extremities") == tokenize("upper limb")
+    assert tokenize("distal radius") == tokenize("lower radius")
     assert tokenize("C5-6") == tokenize("C5-C6") == ["c5", stem("cervical"), "c6"]
     assert stem("tics") == "tic" and stem("hips") == "hip" and stem("less") == "less"
 
@@ -119,3 +120,9 @@ def test_a_main_term_matches_exactly_in_any_of_its_spellings(kb_path):
     searcher = Searcher(search_dir_for(kb_path))
     assert searcher.search("Hyperlipidemia", k=1)[0].code == "E78.5"
     assert searcher.search("hyperlipemia", k=1)[0].code == "E78.5"
+
+
+def test_proximal_and_distal_reach_the_upper_and_lower_end_of_a_bone(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    assert searcher.search("distal radius fracture", k=1)[0].code == "S52.501A"
+    assert "S82.101A" in [h.code for h in searcher.search("proximal tibia fracture", k=5)]
