@@ -463,8 +463,7 @@ class Searcher:
             self.end = np.load(self.folder / "end.npy")
             self.parent = np.load(self.folder / "parent.npy")
             self.discount = 1.0 + ENCOUNTER_DISCOUNT * np.load(self.folder / "encounter.npy")
-            groups = np.load(self.folder / "encounter_groups.npy")
-            self.groups = groups
+            self.groups = groups = np.load(self.folder / "encounter_groups.npy")
             self.flags = np.load(self.folder / "flags.npy")
             self.references = json.loads((self.folder / "references.json").read_text(encoding="utf-8"))
             self.group_starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
@@ -490,12 +489,12 @@ class Searcher:
         if not tokens or k <= 0:
             return []
         tabular_scores = self._tabular_scores(tokens)
-        scored = Scored(tabular_scores, self._words(tokens))
         exact = self._exact(tokens)
         if source == TABULAR:
             first = list(dict.fromkeys(ref for missing, kind, ref in exact if kind == TABULAR and not missing))
             rest = [i for i in _top(tabular_scores, k + len(first)) if i not in first]
             return [Match(self.codes[i], float(tabular_scores[i]), "", TABULAR) for i in (first + rest)[:k]]
+        scored = Scored(tabular_scores, self._words(tokens))
         exact_ranked = self._exact_ranked(exact, scored, source)
         index_ranked = self._index_ranked(tokens, scored)
         lists = [(EXACT, exact_ranked), (INDEX, index_ranked)]
