@@ -231,6 +231,34 @@ def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool
     console.print(table)
 
 
+@icd.command("table")
+@click.argument("name", type=click.Choice(["neoplasm", "drug"]))
+@click.argument("term", nargs=-1, required=True)
+@click.option("--limit", default=10, show_default=True, help="At most this many rows.")
+@db_option
+@json_option
+def icd_table(name: str, term: tuple[str, ...], limit: int, db: Path | None, as_json: bool) -> None:
+    """Look up a row of the Table of Neoplasms or of Drugs and Chemicals (e.g. neoplasm pituitary)."""
+    from dataclasses import asdict
+
+    with open_kb(db) as kb:
+        rows = kb.table(name, " ".join(term), limit=limit)
+    if as_json:
+        print_json([asdict(row) for row in rows])
+        return
+    if not rows:
+        console.print(f"no row of the {name} table holds every word of {' '.join(term)!r}")
+        return
+    table = Table(title=f"{name} table: {' '.join(term)}")
+    table.add_column("row")
+    for column, *_ in rows[0].cells:
+        table.add_column(column)
+    for row in rows:
+        codes = {column: code for column, code, _ in row.cells}
+        table.add_row(row.path, *(codes.get(column, "") for column, *_ in rows[0].cells))
+    console.print(table)
+
+
 @icd.command("validate")
 @click.argument("codes", nargs=-1, required=True)
 @db_option

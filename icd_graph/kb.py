@@ -16,7 +16,7 @@ import duckdb
 from icd_graph import graph
 from icd_graph.codes import normalize, undotted
 from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
-from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, Validation
+from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, TableRow, Validation
 from icd_graph.schema import SCHEMA_VERSION
 
 EXPANSIONS = (
@@ -26,6 +26,7 @@ EXPANSIONS = (
 MAX_COMPLETIONS = 20
 MAX_SEE_DEPTH = 3
 GENERIC_REFERENCES = frozenset({"condition"})
+TABLES = ("neoplasm", "drug")
 
 _CHAPTER_OR_BLOCK = re.compile(r"CH\d\d|[A-Z]\d[0-9A-Z]-[A-Z]\d[0-9A-Z]")
 _COLUMN_NAMES = ("code", "description", "kind", "billable", "parent", "depth", "chapter", "block")
@@ -76,6 +77,8 @@ class KnowledgeBase:
         self._searcher = None
         self._tree = None
         self._nodes = None
+        self._tables: dict[str, list] = {}
+        self._tables_lock = threading.Lock()
 
     def __enter__(self) -> KnowledgeBase:
         return self
@@ -222,6 +225,25 @@ class KnowledgeBase:
             for row in (tree.rows[i] for i in ids)
         ]
 
+    def table(self, name: str, term: str, limit: int = 10) -> list[TableRow]:
+        """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose
+        path holds every word of `term` ('pituitary', 'acetaminophen'): the closest first (fewest
+        other words, then shallower, then table order), at most `limit`."""
+        from icd_graph.search import tokenize
+
+        if name not in TABLES:
+            raise IcdError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
+        wanted = frozenset(tokenize(term))
+        if not wanted:
+            return []
+        rows = [row for row in self._table_rows(name) if wanted <= row[1]]
+        best = sorted(rows, key=lambda row: (len(row[1] - wanted), row[2], row[0]))[:limit]
+        resolved = self._resolved([code for *_, cells in best for _, code in cells])
+        return [
+            TableRow(name, path, tuple((column, code, tuple(resolved.get(code, ()))) for column, code in cells))
+            for _, _, _, path, cells in best
+        ]
+
     # -- internals -------------------------------------------------------------------------
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -271,6 +293,23 @@ class KnowledgeBase:
     def _descriptions(self, codes: list[str]) -> dict[str, str]:
         rows = self._rows("SELECT code, description FROM nodes WHERE code IN (SELECT unnest($codes))", {"codes": codes})
         return dict(rows)
+
+    def _table_rows(self, name: str) -> list[tuple[int, frozenset[str], int, str, list[tuple[str, str]]]]:
+        """(term id, path words, level, path, cells) of every coded row of a table, read once."""
+        from icd_graph.search import tokenize
+
+        with self._tables_lock:
+            if name not in self._tables:
+                rows: dict[int, tuple[int, frozenset[str], int, str, list[tuple[str, str]]]] = {}
+                for term_id, path, level, column, code in self._rows(
+                    """SELECT t.id, t.path, t.level, c.column_name, c.code FROM table_cells c
+                       JOIN index_terms t ON t.id = c.term_id WHERE c.table_name = $name
+                       ORDER BY t.id, c.column_no""",
+                    {"name": name},
+                ):
+                    rows.setdefault(term_id, (term_id, frozenset(tokenize(path)), level, path, []))[4].append((column, code))
+                self._tables[name] = list(rows.values())
+            return self._tables[name]
 
     def _resolved(self, raw_codes: list[str]) -> dict[str, list[str]]:
         """Printed index codes -> their billable codes, in document order."""

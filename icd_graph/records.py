@@ -48,6 +48,16 @@ class IndexEntry:
 
 
 @dataclass(frozen=True)
+class TableRow:
+    """One row of the Table of Neoplasms or the Table of Drugs and Chemicals: its path and its
+    cells as (column name, code as printed, billable codes it resolves to)."""
+
+    table: str
+    path: str
+    cells: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
 class Validation:
     """`completions`: billable codes at or under the code, most general first, capped;
     `completion_count`: how many there are in all."""

@@ -35,6 +35,14 @@ def test_expand_search_index_validate(kb_path):
     assert bad.returncode == 1 and "E11.9" in json.loads(bad.stdout)[0]["completions"]
 
 
+def test_table_json_and_no_row(kb_path):
+    rows = json.loads(icd("table", "neoplasm", "pituitary", "--json", db=kb_path).stdout)
+    assert rows[0]["path"] == "Neoplasm, neoplastic, pituitary"
+    assert ["Benign", "D35.2", ["D35.2"]] in rows[0]["cells"]
+    missing = icd("table", "drug", "unobtainium", db=kb_path)
+    assert missing.returncode == 0 and "no row of the drug table" in missing.stdout
+
+
 def test_bad_input_is_one_message_without_traceback(kb_path, tmp_path):
     for args, db, expected in (
         (("show", "U99.99"), kb_path, "U99.99"),

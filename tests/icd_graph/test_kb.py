@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from icd_graph.errors import DatabaseMissing, MalformedCode, UnknownCode
+from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
 from icd_graph.kb import KnowledgeBase
 
 
@@ -109,3 +109,21 @@ def test_missing_and_corrupt_files(tmp_path):
     bad.write_text("not a database")
     with pytest.raises(DatabaseMissing, match="icd build"):
         KnowledgeBase(bad)
+
+
+def test_table_rows_closest_first_with_resolved_cells(kb):
+    pituitary = kb.table("neoplasm", "pituitary")
+    assert pituitary[0].path == "Neoplasm, neoplastic, pituitary"
+    assert ("Benign", "D35.2", ("D35.2",)) in pituitary[0].cells
+    assert [row.path for row in pituitary].count("Neoplasm, neoplastic, fossa, pituitary") == 1
+    renal_pelvis = kb.table("neoplasm", "renal pelvis")[0]
+    primary = dict((column, billable) for column, _, billable in renal_pelvis.cells)["Malignant Primary"]
+    assert set(primary) >= {"C65.1", "C65.2"}
+    acetaminophen = kb.table("drug", "acetaminophen", limit=1)[0]
+    assert dict((column, code) for column, code, _ in acetaminophen.cells)["Adverse effect"] == "T39.1X5"
+    assert kb.table("drug", "no such drug") == [] and kb.table("drug", "  ") == []
+
+
+def test_unknown_table_is_an_icd_error(kb):
+    with pytest.raises(IcdError, match="unknown table"):
+        kb.table("procedures", "knee")
