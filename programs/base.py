@@ -14,6 +14,7 @@ from programs.chunking import split_note
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
 from programs.result import CodedDiagnosis, CodingResult, StageTrace
+from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
 
@@ -84,6 +85,15 @@ class CodingProgram(dspy.Module):
                 found[item.lower()] = (item, companion)
                 trace.kept.append(item)
         return list(found.values())
+
+
+def evidence_missing(note: str) -> Callable[[str, str], str | None]:
+    """A `read_pairs` rejection: the pair's evidence quote is not in the note."""
+
+    def reject(item: str, quote: str) -> str | None:
+        return None if locate(note, quote).span else f"evidence {quote!r} not found in the note"
+
+    return reject
 
 
 def run_stage(predictor: dspy.Predict, trace: StageTrace, **inputs) -> dspy.Prediction | None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dspy
 
-from programs.base import CodingProgram, run_stage
+from programs.base import CodingProgram, evidence_missing, run_stage
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, StageTrace
-from programs.spans import locate
 from signatures import ExtractDiagnoses, RerankCandidates
 
 NONE = "NONE"
@@ -81,8 +80,4 @@ class MedCoder(CodingProgram):
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
         """(diagnosis, evidence quote) pairs over every part of the note, without repeats; a
         diagnosis whose evidence is not in the note is dropped."""
-
-        def unfound(diagnosis: str, quote: str) -> str | None:
-            return None if locate(note, quote).span else f"evidence {quote!r} not found in the note"
-
-        return self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", unfound)
+        return self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note))

@@ -8,7 +8,7 @@ import re
 import dspy
 
 from icd_graph.errors import IcdError
-from programs.base import CodingProgram, run_stage
+from programs.base import CodingProgram, evidence_missing, run_stage
 from programs.demos import excerpt, gold_diagnoses
 from programs.guarantees import Assembler, tokens
 from programs.result import CodedDiagnosis, StageTrace
@@ -79,7 +79,8 @@ class Verify(CodingProgram):
         return demos
 
     def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
-        """(code, evidence quote) pairs from the first pass, with its traces."""
+        """(code, evidence quote) pairs from the first pass, with its traces; without one, the
+        proposed codes whose evidence is in the note."""
         if self.first_pass is not None:
             result = self.first_pass(note=note).result
             for stage in result.trace:
@@ -90,7 +91,7 @@ class Verify(CodingProgram):
             ]
             return pairs, result.trace
         trace = StageTrace("propose", codes=[])
-        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code")
+        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note))
         trace.codes = [code for code, _ in pairs]
         return pairs, [trace]
 

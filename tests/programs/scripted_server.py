@@ -66,7 +66,7 @@ DEFAULT_SCRIPT: dict[str, Reply] = {
     "options": lambda user: {"choice": closest_number(user, "evidence", "options"), "rationale": "Most precise."},
     "codes": lambda user: {
         "codes": ["I10", "E11", "U99.99"],
-        "evidence": ["Essential hypertension, above goal.", "Type 2 diabetes mellitus", "made up"],
+        "evidence": ["Essential hypertension, above goal.", "Type 2 diabetes mellitus", "Type 2 diabetes mellitus"],
     },
 }
 # Output fields that identify a signature (the first one found in the system message wins).

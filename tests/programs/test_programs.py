@@ -68,6 +68,21 @@ def test_verify_shows_descriptions_only_and_maps_back(kb, lm, diabetes_note, ser
         assert "I10" not in options and "E11." not in options
 
 
+def test_verify_drops_a_proposal_whose_evidence_is_not_in_the_note(kb, diabetes_note):
+    from tests.programs.scripted_server import ScriptedServer
+
+    from programs.lm import make_lm
+
+    invented = {"codes": lambda user: {"codes": ["I10", "J45.909"], "evidence": ["Essential hypertension, above goal.", "Wheezing at night."]}}
+    with ScriptedServer(invented) as scripted:
+        lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
+        result = check_result(kb, diabetes_note, run(Verify(kb), lm, diabetes_note))
+    propose = stage(result, "propose")
+    assert propose.kept == ["I10"] and propose.codes == ["I10"]
+    assert [(d.item, "not found in the note" in d.reason) for d in propose.dropped] == [("J45.909", True)]
+    assert not [code for code in result.code_list if code.startswith("J45")]
+
+
 def test_verify_over_another_program(kb, lm, diabetes_note):
     result = check_result(kb, diabetes_note, run(Verify(kb, first_pass=MedCoder(kb)), lm, diabetes_note))
     assert result.trace[0].stage == "first_pass.extract"
