@@ -43,3 +43,14 @@ def test_default_program_prefers_a_shipped_compiled_file(tmp_path, monkeypatch):
     (tmp_path / "local.json").write_text("{}")
     assert default_program("local:/models/x.gguf") == str(tmp_path / "local.json")
     assert default_program("openai/gpt-4o-mini") == "clh"
+
+
+def test_every_shipped_compiled_program_loads_with_demos_for_every_stage(kb):
+    from programs.registry import COMPILED_DIR
+
+    shipped = sorted(COMPILED_DIR.glob("*.json"))
+    assert shipped
+    for path in shipped:
+        program = load_program(path, kb)
+        for name, predictor in program.named_predictors():
+            assert predictor.demos, f"{path.name}: stage {name} has no demos"
