@@ -30,5 +30,6 @@ demo: install-local kb
 test: install-local
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install-local
 	$(BIN)/python bench/icd_bench.py
+	$(BIN)/python bench/local_bench.py
