@@ -3,13 +3,18 @@ Gemma 3 270M through DSPy."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import dspy
 import pytest
 from dspy.lm15 import request_from_openai_chat
 
+from icd_graph.kb import KnowledgeBase
 from programs.lm import make_lm
 from programs.local import (
     CHAT_ADAPTER_MARKER,
@@ -24,6 +29,8 @@ from programs.local import (
     merge_system,
     stop_sequences,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def chat_request(messages, **config):
@@ -190,3 +197,27 @@ def test_the_engine_keeps_prompt_states_for_later_calls():
     assert answer.strip()
     assert len(states) >= 3 and sum(len(key) for key in states) > 600
     assert LlamaEngine(default_model_path(), prompt_cache_bytes=0).load().cache is None
+
+
+@pytest.mark.slow
+def test_predict_codes_an_example_note_with_the_shipped_local_program(kb_path, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    note_path = REPO / "data" / "examples" / "knee_injury.txt"
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "cli.py", "predict", str(note_path), "--db", str(kb_path), "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = json.loads(done.stdout)
+    result = payload["result"]
+    assert result["program"] == "medcoder"
+    assert [stage["stage"] for stage in result["trace"]] == ["extract", "retrieve", "rerank"]
+    assert result["usage"], "the local model was called"
+    note = note_path.read_text(encoding="utf-8")
+    with KnowledgeBase(kb_path) as kb:
+        for item in result["codes"]:
+            assert kb.validate(item["code"]).billable, item["code"]
+            for evidence in item["evidence"]:
+                if evidence["span"]:
+                    assert note[evidence["span"]["start"] : evidence["span"]["end"]] == evidence["span"]["text"]
