@@ -118,21 +118,22 @@ _QUERY_FLAG_WORDS = {**_FLAG_WORDS, "both": BILATERAL, "history": HISTORY, "stat
 def description_flags(description: str) -> int:
     """Side (right, left, bilateral), limb (upper, lower), history and unspecified bits of a
     description."""
-    words = _WORD.findall(description.lower())
-    flags = 0
-    for word in words:
-        flags |= _FLAG_WORDS.get(word, 0)
+    flags = _word_flags(description, _FLAG_WORDS)
     if description.lower().startswith(("personal history", "family history")):
         flags |= HISTORY
-    if "unspecified" in words:
+    if "unspecified" in _WORD.findall(description.lower()):
         flags |= UNSPECIFIED
     return flags
 
 
 def query_flags(text: str) -> int:
+    return _word_flags(text, _QUERY_FLAG_WORDS)
+
+
+def _word_flags(text: str, table: dict[str, int]) -> int:
     flags = 0
     for word in _WORD.findall(text.lower()):
-        flags |= _QUERY_FLAG_WORDS.get(word, 0)
+        flags |= table.get(word, 0)
     return flags
 
 
@@ -465,7 +466,10 @@ class Searcher:
             self.discount = 1.0 + ENCOUNTER_DISCOUNT * np.load(self.folder / "encounter.npy")
             self.groups = groups = np.load(self.folder / "encounter_groups.npy")
             self.flags = np.load(self.folder / "flags.npy")
-            self.references = json.loads((self.folder / "references.json").read_text(encoding="utf-8"))
+            self.references = {
+                frozenset(key.split()): [(key, reference)]
+                for key, reference in json.loads((self.folder / "references.json").read_text(encoding="utf-8")).items()
+            }
             self.group_starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
             self.group_sizes = np.diff(np.r_[self.group_starts, len(groups)])
             phrase_positions = np.load(self.folder / "phrase_positions.npy")
@@ -519,16 +523,13 @@ class Searcher:
         """The query with the words of the largest index term it names that has a 'see' or 'see
         also' reference replaced by the reference ('right hip degenerative joint disease' ->
         'right hip osteoarthritis'); [] when it names none."""
-        query = sorted(set(tokens))
-        if len(query) > EXACT_MAX_WORDS:
+        query = frozenset(tokens)
+        found = _exact_lookup(self.references, query, lambda entry: True) if len(query) <= EXACT_MAX_WORDS else None
+        if found is None:
             return []
-        for size in range(len(query), 0, -1):
-            for subset in combinations(query, size):
-                reference = self.references.get(" ".join(subset))
-                if reference:
-                    kept = [token for token in tokens if token not in subset]
-                    return kept + [word for word in reference if word not in kept]
-        return []
+        named, reference = frozenset(found[0].split()), found[1]
+        kept = [token for token in tokens if token not in named]
+        return kept + [word for word in reference if word not in kept]
 
     def _tabular_scores(self, tokens: list[str]) -> np.ndarray:
         """Per node, the best score of its description and inclusion terms; the codes that differ
