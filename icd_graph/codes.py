@@ -54,3 +54,24 @@ def with_seventh(code: str, char: str) -> str:
     """
     return dotted(undotted(code).ljust(6, PLACEHOLDER) + char)
 
+
+
+_CODE_REF = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?"
+_REF = re.compile(rf"\b({_CODE_REF})(?:\s*-\s*({_CODE_REF})|\.?-)?")
+
+
+def note_references(text: str) -> list[tuple[str, str | None]]:
+    """The codes an instructional note names, as (first, last) ranges: 'L97.4-' -> ('L97.4',
+    None), a code or prefix; 'E08-E13' -> ('E08', 'E13'), a range of categories."""
+    return [(match.group(1), match.group(2)) for match in _REF.finditer(text)]
+
+
+def referenced(text: str, code: str) -> bool:
+    """True when an instructional note's text names `code`: a code, a prefix ('E10.-') or a range ('E08-E13')."""
+    for first, last in note_references(text):
+        if last:
+            if first[:3] <= code[:3] <= last[:3]:
+                return True
+        elif code.startswith(first):
+            return True
+    return False

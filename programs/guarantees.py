@@ -3,10 +3,10 @@ valid billable code of the loaded release, every evidence span quotes the note."
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from icd_graph.codes import referenced
 from programs.errors import NoteError
 from programs.result import CodedDiagnosis, Evidence, StageTrace
 from programs.spans import TOKEN, locate
@@ -114,22 +114,6 @@ class Assembler:
                 )
             )
         return result
-
-
-_CODE_REF = r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?"
-_REF = re.compile(rf"\b({_CODE_REF})(?:\s*-\s*({_CODE_REF})|\.?-)?")
-
-
-def referenced(text: str, code: str) -> bool:
-    """True when an instructional note's text names `code`: a code, a prefix ('E10.-') or a range ('E08-E13')."""
-    for match in _REF.finditer(text):
-        first, last = match.group(1), match.group(2)
-        if last:
-            if first[:3] <= code[:3] <= last[:3]:
-                return True
-        elif code.startswith(first):
-            return True
-    return False
 
 
 def reconcile(kb, codes: Sequence[str], trace: StageTrace) -> list[str]:

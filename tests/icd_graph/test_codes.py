@@ -1,6 +1,15 @@
 import pytest
 
-from icd_graph.codes import category, dotted, is_code, normalize, undotted, with_seventh
+from icd_graph.codes import (
+    category,
+    dotted,
+    is_code,
+    normalize,
+    note_references,
+    referenced,
+    undotted,
+    with_seventh,
+)
 from icd_graph.errors import IcdError, MalformedCode
 
 
@@ -44,3 +53,12 @@ def test_undotted_dotted_and_category():
 )
 def test_with_seventh_pads_with_placeholder_x(code, char, expanded):
     assert with_seventh(code, char) == expanded
+
+
+def test_note_reference_forms():
+    assert note_references("code to identify site of ulcer (L97.4-, L97.5-)") == [("L97.4", None), ("L97.5", None)]
+    assert note_references("organism (B95-B97)") == [("B95", "B97")]
+    assert referenced("gestational diabetes (O24.4-)", "O24.41")
+    assert referenced("diabetes mellitus (E08-E13)", "E11.9")
+    assert not referenced("diabetes mellitus (E08-E13)", "E14")
+    assert not referenced("type 1 diabetes mellitus (E10.-)", "E11.9")
