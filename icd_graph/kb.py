@@ -18,6 +18,7 @@ from icd_graph.codes import normalize, undotted
 from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
 from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, TableRow, Validation
 from icd_graph.schema import SCHEMA_VERSION
+from icd_graph.vocabulary import tokenize
 
 EXPANSIONS = (
     "parent", "children", "ancestors", "descendants", "siblings", "cousins",
@@ -229,7 +230,6 @@ class KnowledgeBase:
         """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose
         path holds every word of `term` ('pituitary', 'acetaminophen'): the closest first (fewest
         other words, then shallower, then table order), at most `limit`."""
-        from icd_graph.search import tokenize
 
         if name not in TABLES:
             raise IcdError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
@@ -296,7 +296,6 @@ class KnowledgeBase:
 
     def _table_rows(self, name: str) -> list[tuple[int, frozenset[str], int, str, list[tuple[str, str]]]]:
         """(term id, path words, level, path, cells) of every coded row of a table, read once."""
-        from icd_graph.search import tokenize
 
         with self._tables_lock:
             if name not in self._tables:
@@ -411,7 +410,6 @@ class _IndexTree:
     """The alphabetic and external-cause index terms, in memory, for navigation."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection):
-        from icd_graph.search import tokenize
 
         self.tokenize = tokenize
         rows = cursor.execute(

@@ -38,12 +38,8 @@ first variant, so that the top k holds k different conditions.
 Tuned on the diagnosis mentions of the ACI-BENCH train split (recall@10 of the gold code, `all`:
 train 0.81, valid 0.88; @50: 0.88, 0.88).
 
-Tokens are lower-cased words without stop words, common clinical abbreviations spelled out
-('COPD', 'HTN', 'afib'), synonyms the classification uses side by side read as one ('renal' as
-'kidney', 'extremity' as 'limb', 'distal' as 'lower': 'distal radius' is the 'lower end of
-radius'), 'ii'..'iv' read as digits, spinal levels written in full with their region ('C5-6' ->
-'c5 cervical c6'), reduced by a small suffix normaliser (`stem`: 'diabetes' and 'diabetic' ->
-'diabet', 'fractures' and 'fracture' -> 'fractur', 'tics' -> 'tic').
+Documents and queries are read by `icd_graph.vocabulary.tokenize` (eponyms, abbreviations,
+synonyms and spinal levels spelled out, suffixes normalised).
 A query word no index knows is replaced by the first known word one edit away ('ransient').
 """
 
@@ -60,12 +56,15 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from icd_graph.vocabulary import WORD, spelling_variants, tokenize
+
 TABULAR = "tabular"
 INDEX = "index"
 ALL = "all"
 SOURCES = (TABULAR, INDEX, ALL)
 EXACT = "exact"
 SEE = "see"
+MIN_CORRECTED = 5
 
 CANDIDATES = 50
 EXPANSION = 3
@@ -76,37 +75,6 @@ ENCOUNTER_DISCOUNT = 0.05
 EXACT_MAX_WORDS = 8
 WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5}
 CONFLICT_DISCOUNT = 0.5
-
-STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in into is it its of on or other than that the "
-    "their then there these this to was were which with".split()
-)
-_WORD = re.compile(r"[a-z0-9]+")
-_SUFFIXES = (("ically", ""), ("ical", ""), ("ies", "y"), ("es", ""), ("ic", ""), ("s", ""), ("e", ""))
-ABBREVIATIONS = {
-    "htn": "hypertension", "copd": "chronic obstructive pulmonary disease",
-    "gerd": "gastroesophageal reflux disease", "ckd": "chronic kidney disease", "afib": "atrial fibrillation",
-    "chf": "congestive heart failure", "cad": "coronary artery disease", "dm": "diabetes mellitus",
-    "t2dm": "type 2 diabetes mellitus", "t1dm": "type 1 diabetes mellitus", "uti": "urinary tract infection",
-    "uri": "upper respiratory infection", "dvt": "deep vein thrombosis", "osa": "obstructive sleep apnea",
-    "bph": "benign prostatic hyperplasia", "oa": "osteoarthritis", "djd": "degenerative joint disease",
-    "tia": "transient ischemic attack", "mi": "myocardial infarction", "hld": "hyperlipidemia",
-    "ibs": "irritable bowel syndrome", "ptsd": "post-traumatic stress disorder",
-    "adhd": "attention-deficit hyperactivity disorder", "acl": "anterior cruciate ligament",
-    "pcl": "posterior cruciate ligament", "mcl": "medial collateral ligament", "lcl": "lateral collateral ligament",
-    "dcis": "ductal carcinoma in situ", "hiv": "human immunodeficiency virus", "uc": "ulcerative colitis",
-    "ra": "rheumatoid arthritis", "ms": "multiple sclerosis",
-    "ii": "2", "iii": "3", "iv": "4",
-}
-SYNONYMS = {
-    "renal": "kidney", "hepatic": "liver", "cardiac": "heart",
-    "extremity": "limb", "extremities": "limb", "proximal": "upper", "distal": "lower",
-}
-REGIONS = {"c": "cervical", "t": "thoracic", "l": "lumbar"}
-_LEVEL = re.compile(r"[ctl]\d{1,2}")
-_LEVELS = re.compile(r"\b([ctls])(\d{1,2}) ?- ?(\d{1,2})\b")
-MIN_CORRECTED = 5
-
 
 RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED = (1 << bit for bit in range(7))
 _SIDES = RIGHT | LEFT | BILATERAL
@@ -121,7 +89,7 @@ def description_flags(description: str) -> int:
     flags = _word_flags(description, _FLAG_WORDS)
     if description.lower().startswith(("personal history", "family history")):
         flags |= HISTORY
-    if "unspecified" in _WORD.findall(description.lower()):
+    if "unspecified" in WORD.findall(description.lower()):
         flags |= UNSPECIFIED
     return flags
 
@@ -132,7 +100,7 @@ def query_flags(text: str) -> int:
 
 def _word_flags(text: str, table: dict[str, int]) -> int:
     flags = 0
-    for word in _WORD.findall(text.lower()):
+    for word in WORD.findall(text.lower()):
         flags |= table.get(word, 0)
     return flags
 
@@ -144,43 +112,6 @@ def contradicts(query: int, code: int) -> bool:
         if query & group and code & group and not query & code & group:
             return True
     return bool(code & HISTORY and not query & HISTORY)
-
-
-def stem(word: str) -> str:
-    """A small suffix normaliser: plural and adjective endings, and a final 'e'."""
-    if len(word) <= 3 or word.endswith(("ss", "us", "is")):
-        return word
-    if len(word) == 4:
-        return word.removesuffix("s")
-    for suffix, replacement in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            return word[: len(word) - len(suffix)] + replacement
-    return word
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased, stemmed words without stop words; common clinical abbreviations spelled out,
-    synonyms the classification uses both of read as one ('renal' as 'kidney') and spinal level
-    ranges written in full ('C5-6' as 'C5-C6')."""
-    words = []
-    for word in _WORD.findall(_LEVELS.sub(r"\1\2-\1\3", text.lower())):
-        word = SYNONYMS.get(word, word)
-        words.extend(_WORD.findall(ABBREVIATIONS[word]) if word in ABBREVIATIONS else (word,))
-        region = REGIONS.get(word[0]) if _LEVEL.fullmatch(word) else None
-        if region and region not in words:
-            words.append(region)
-    return [stem(word) for word in words if word not in STOPWORDS]
-
-
-def spelling_variants(word: str) -> list[str]:
-    """Words one deletion, transposition, substitution or insertion away, in a fixed order."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
-    variants = [a + b[1:] for a, b in splits if b]
-    variants += [a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1]
-    variants += [a + c + b[1:] for a, b in splits if b for c in letters if c != b[0]]
-    variants += [a + c + b for a, b in splits for c in letters]
-    return list(dict.fromkeys(variants))
 
 
 @dataclass(frozen=True)

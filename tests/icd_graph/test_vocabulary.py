@@ -1,0 +1,34 @@
+from icd_graph.vocabulary import spelled_out, spelling_variants, stem, tokenize
+
+
+def test_tokens_and_stems():
+    assert stem("diabetes") == stem("diabetic") == "diabet"
+    assert stem("fractures") == stem("fracture")
+    assert tokenize("Type 2 diabetes with retinopathy") == ["type", "2", "diabet", "retinopathy"]
+
+
+def test_abbreviations_and_roman_numerals():
+    assert tokenize("COPD") == tokenize("chronic obstructive pulmonary disease")
+    assert tokenize("diabetes type II") == tokenize("diabetes type 2")
+
+
+def test_synonyms_spinal_levels_and_short_plurals():
+    assert tokenize("renal failure") == tokenize("kidney failure")
+    assert tokenize("upper extremities") == tokenize("upper limb")
+    assert tokenize("distal radius") == tokenize("lower radius")
+    assert tokenize("C5-6") == tokenize("C5-C6") == ["c5", stem("cervical"), "c6"]
+    assert stem("tics") == "tic" and stem("hips") == "hip" and stem("less") == "less"
+
+
+def test_spelling_variants_are_one_edit_away():
+    assert "transient" in spelling_variants("ransient")
+    assert "tics" in spelling_variants("tcis") and "ransient" not in spelling_variants("ransient")
+
+
+def test_accents_possessives_and_eponyms_are_spelled_out():
+    assert tokenize("Sjögren's syndrome") == tokenize("Sjogren syndrome")
+    assert tokenize("Crohn's disease") == tokenize("Crohn disease")
+    assert spelled_out("Lisfranc's fracture, right") == "tarsometatarsal joint dislocation fracture, right"
+    assert spelled_out("boxer's fracture") == spelled_out("Boxer fracture") == "fracture neck fifth metacarpal"
+    assert spelled_out("skier's thumb") == spelled_out("gamekeeper's thumb")
+    assert spelled_out("jones") == "jones" and spelled_out("ajumper knee") == "ajumper knee"
