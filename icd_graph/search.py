@@ -27,8 +27,9 @@ score for the same query first (ties: shallower, then document order). A billabl
 arthropathy C6-7': M47.819 'site unspecified' -> M47.812 'cervical region'). A query that names
 an index term with a 'see' or 'see also' reference is also searched with the term's words
 replaced by the reference ('right hip degenerative joint disease' -> 'right hip osteoarthritis';
-'pituitary adenoma' -> 'pituitary neoplasm benign', the table row of the site). The lists are
-then fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
+'pituitary adenoma' -> 'pituitary neoplasm benign', the table row of the site). The codes that
+the 'use additional code' notes of the FOLLOWED best hits name, when they hold MIN_SHARED query
+words, are one more list ('diabetic foot ulcer' -> E11.621 -> L97.5-). The lists are then fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
 Index scores are discounted by term depth (1 + LEVEL_DISCOUNT * level). The index uses a weaker
 length normalisation (b = INDEX_B) so that modifiers in parentheses do not bury a main term.
 After fusion a code that names another side (right, left, bilateral) or limb (upper, lower)
@@ -36,7 +37,7 @@ than the query, or a personal or family history the query does not ask for, is d
 CONFLICT_DISCOUNT; and the other encounter variants (7th character) of a code follow every
 first variant, so that the top k holds k different conditions.
 Tuned on the diagnosis mentions of the ACI-BENCH train split (recall@10 of the gold code, `all`:
-train 0.81, valid 0.88; @50: 0.88, 0.88).
+train 0.85, valid 0.88; @50: 0.91, 0.92).
 
 Documents and queries are read by `icd_graph.vocabulary.tokenize` (eponyms, abbreviations,
 synonyms and spinal levels spelled out, suffixes normalised).
@@ -56,6 +57,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from icd_graph.codes import note_references
 from icd_graph.vocabulary import WORD, spelling_variants, tokenize
 
 TABULAR = "tabular"
@@ -64,6 +66,7 @@ ALL = "all"
 SOURCES = (TABULAR, INDEX, ALL)
 EXACT = "exact"
 SEE = "see"
+ADDITIONAL = "additional"
 MIN_CORRECTED = 5
 
 CANDIDATES = 50
@@ -73,7 +76,9 @@ LEVEL_DISCOUNT = 0.2
 INDEX_B = 0.3
 ENCOUNTER_DISCOUNT = 0.05
 EXACT_MAX_WORDS = 8
-WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5}
+WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5, ADDITIONAL: 0.5}
+FOLLOWED = 3
+MIN_SHARED = 2
 CONFLICT_DISCOUNT = 0.5
 
 RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED = (1 << bit for bit in range(7))
@@ -145,6 +150,8 @@ FROM index_terms WHERE source IN ('index', 'eindex')
 """
 
 _RESOLUTIONS = "SELECT raw_code, code FROM index_codes WHERE code IS NOT NULL"
+
+_ADDITIONAL = "SELECT code, text FROM notes WHERE kind = 'use_additional_code' ORDER BY code, seq"
 
 _ENCOUNTER = re.compile(r",? (?:(?:initial|subsequent) encounter(?: for)?|sequela$)", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
@@ -232,6 +239,7 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     np.save(out_dir / "parent.npy", tree_parents(depth))
     np.save(out_dir / "flags.npy", np.array([description_flags(row[1]) for row in rows], dtype=np.int8))
     _write_json(out_dir / "codes.json", codes)
+    _write_json(out_dir / "additional.json", additional_codes(con.execute(_ADDITIONAL).fetchall(), position))
 
     resolved: dict[str, list[int]] = {}
     for raw, code in con.execute(_RESOLUTIONS).fetchall():
@@ -260,6 +268,21 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     exact = [((essential, nonessential), kind, ref) for (essential, nonessential), kind, ref in exact if essential]
     _write_json(out_dir / "exact.json", [[" ".join(sorted(e)) for (e, _), *_ in exact], [" ".join(sorted(n)) for (_, n), *_ in exact]])
     np.save(out_dir / "exact_refs.npy", np.array([(kind, ref) for _, kind, ref in exact], dtype=np.int32))
+
+
+def additional_codes(notes: list[tuple[str, str]], position: dict[str, int]) -> dict[str, list[int]]:
+    """Per node (its position, as a string), the nodes its 'use additional code' notes name:
+    'E11.621' -> [L97.4, L97.5]; a range ('B95-B97') names its categories."""
+    categories = sorted(code for code in position if len(code) == 3)
+    found: dict[str, list[int]] = {}
+    for code, text in notes:
+        if code not in position:
+            continue
+        for first, last in note_references(text):
+            named = [c for c in categories if first[:3] <= c <= last[:3]] if last else [first] if first in position else []
+            targets = found.setdefault(str(position[code]), [])
+            targets.extend(position[c] for c in named if position[c] not in targets)
+    return found
 
 
 def references(rows: list[tuple], phrases: dict[int, tuple[frozenset[str], frozenset[str]]]) -> dict[str, list[str]]:
@@ -379,7 +402,7 @@ class Searcher:
 
             from icd_graph.errors import DatabaseMissing
 
-            if not all((self.folder / name).exists() for name in ("exact.json", "flags.npy", "parent.npy", "references.json")):
+            if not all((self.folder / name).exists() for name in ("exact.json", "flags.npy", "parent.npy", "references.json", "additional.json")):
                 raise DatabaseMissing(
                     f"no search index at {self.folder} (or one from an older version); "
                     "rebuild with `python cli.py icd build`"
@@ -400,6 +423,10 @@ class Searcher:
             self.references = {
                 frozenset(key.split()): [(key, reference)]
                 for key, reference in json.loads((self.folder / "references.json").read_text(encoding="utf-8")).items()
+            }
+            self.additional = {
+                int(node): targets
+                for node, targets in json.loads((self.folder / "additional.json").read_text(encoding="utf-8")).items()
             }
             self.group_starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
             self.group_sizes = np.diff(np.r_[self.group_starts, len(groups)])
@@ -438,7 +465,11 @@ class Searcher:
             lists.append((SEE, self._index_ranked(followed, scored)))
         if source == ALL:
             lists.insert(1, (TABULAR, self._tabular_ranked(scored)))
-        return self._fuse(lists, k, query_flags(text))
+        flags = query_flags(text)
+        additional = self._additional_ranked(self._order(lists, flags)[0][:FOLLOWED], scored)
+        if additional:
+            lists.append((ADDITIONAL, additional))
+        return self._fuse(lists, k, flags)
 
     def _correct(self, token: str) -> str:
         """An alphabetic word that no index knows becomes the first known word one edit away
@@ -527,6 +558,27 @@ class Searcher:
                 ranked.setdefault(member, (member, float(scores[doc]), self.paths[doc]))
         return list(ranked.values())
 
+    def _additional_ranked(self, heads: list[int], scored: Scored) -> list[tuple[int, float, str]]:
+        """The codes that the 'use additional code' notes of the best hits (and of their ancestors)
+        name and that hold at least MIN_SHARED query words ('diabetic foot ulcer' -> E11.621 ->
+        L97.5-, the site of the ulcer): at most EXPANSION per note reference, those with the most
+        query words first, then the 'unspecified' ones (what the query does not say)."""
+        if scored.words is None:
+            return []
+        ranked: dict[int, tuple[int, float, str]] = {}
+        for head in heads:
+            node = head
+            while node >= 0:
+                for target in self.additional.get(node, ()):
+                    members = np.arange(target, self.end[target])
+                    members = members[self.billable[members] & (scored.words[members] >= MIN_SHARED)]
+                    specified = (self.flags[members] & UNSPECIFIED) == 0
+                    order = np.lexsort((members, -scored.scores[members], specified, -scored.words[members]))
+                    for member in members[order[:EXPANSION]].tolist():
+                        ranked.setdefault(member, (member, float(scored.scores[member]), ""))
+                node = int(self.parent[node])
+        return list(ranked.values())
+
     def _best(self, positions: np.ndarray, scored: Scored) -> list[int]:
         """At most EXPANSION billable positions (best tabular score, then shallower, then first),
         preceded by at most EXPANSION siblings of an 'unspecified' one that match more query words
@@ -559,18 +611,24 @@ class Searcher:
         return words
 
     def _fuse(self, lists, k: int, flags: int) -> list[Match]:
-        """Weighted reciprocal rank fusion; a code that contradicts the query (`contradicts`) is
-        discounted, and the encounter variants (7th character) of a code already ranked follow
-        all first variants."""
-        fused: dict[int, float] = {}
+        order, fused = self._order(lists, flags)
         matched: dict[int, str] = {}
         sources: dict[int, list[str]] = {}
         for name, ranked in lists:
-            for rank, (doc, _, path) in enumerate(ranked, start=1):
-                fused[doc] = fused.get(doc, 0.0) + WEIGHTS[name] / (RRF_K + rank)
+            for doc, _, path in ranked:
                 sources.setdefault(doc, []).append(name)
                 if path and doc not in matched:
                     matched[doc] = path
+        return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in order[:k]]
+
+    def _order(self, lists, flags: int) -> tuple[list[int], dict[int, float]]:
+        """Weighted reciprocal rank fusion; a code that contradicts the query (`contradicts`) is
+        discounted, and the encounter variants (7th character) of a code already ranked follow
+        all first variants. The fused order and scores."""
+        fused: dict[int, float] = {}
+        for name, ranked in lists:
+            for rank, (doc, _, _) in enumerate(ranked, start=1):
+                fused[doc] = fused.get(doc, 0.0) + WEIGHTS[name] / (RRF_K + rank)
         for doc in fused:
             if contradicts(flags, int(self.flags[doc])):
                 fused[doc] *= CONFLICT_DISCOUNT
@@ -578,8 +636,7 @@ class Searcher:
         for doc in sorted(fused, key=lambda doc: (-fused[doc], doc)):
             (variants if self.groups[doc] in groups else first).append(doc)
             groups.add(self.groups[doc])
-        best = (first + variants)[:k]
-        return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in best]
+        return first + variants, fused
 
 
 def _scores(retriever, tokens: list[str]) -> np.ndarray:

@@ -2,7 +2,9 @@ import duckdb
 
 from icd_graph.build import search_dir_for
 from icd_graph.search import (
+    ADDITIONAL,
     Searcher,
+    additional_codes,
     contradicts,
     description_flags,
     query_flags,
@@ -135,3 +137,19 @@ def test_every_eponym_fills_a_gap_in_the_index_and_reaches_its_codes(kb_path):
 def test_accented_names_match_unaccented_queries(kb_path):
     searcher = Searcher(search_dir_for(kb_path))
     assert searcher.search("Sjogren syndrome", k=1)[0].code.startswith("M35.0")
+
+
+def test_use_additional_code_notes_are_read_as_node_references():
+    position = {"B95": 0, "B96": 1, "B97": 2, "E11.621": 3, "L97.4": 4, "L97.5": 5, "N39.0": 6}
+    notes = [("E11.621", "code to identify site of ulcer (L97.4-, L97.5-)"), ("N39.0", "code (B95-B97), to identify infectious agent")]
+    assert additional_codes(notes, position) == {"3": [4, 5], "6": [0, 1, 2]}
+
+
+def test_use_additional_code_of_the_best_hit_brings_the_codes_the_query_names(kb_path):
+    searcher = Searcher(search_dir_for(kb_path))
+    ulcer = searcher.search("Right non-healing diabetic foot ulcer", k=50)
+    assert ulcer[0].code == "E11.621"
+    paired = [h.code for h in ulcer if ADDITIONAL in h.source.split("+")]
+    assert "L97.519" in paired and "L97.419" in paired
+    assert not [code for code in paired if not code.startswith(("L97.41", "L97.51"))]
+    assert not [h for h in searcher.search("Type 2 diabetes", k=50) if ADDITIONAL in h.source.split("+")]
