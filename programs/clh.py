@@ -7,6 +7,7 @@ import re
 
 import dspy
 
+from icd_graph.codes import referenced
 from programs.base import CodingProgram, run_stage
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler, reconcile, tokens
@@ -22,6 +23,7 @@ NOTE_KINDS = {
     "use_additional_code": "Use additional code",
     "code_also": "Code also",
 }
+PAIRING_NOTES = ("use_additional_code", "code_first", "code_also")
 NUMBER = re.compile(r"\d+")
 NOTES_PER_KIND = 6
 
@@ -183,8 +185,9 @@ class CodeLikeHumans(CodingProgram):
         return f"{title} | {text}" if text else title
 
     def settle(self, statements: list[str], assembler: Assembler, trace: StageTrace) -> None:
-        """The LM's final set (it may add paired codes), then the rules: no duplicates, no
-        Excludes1 pairs, no less specific code beside a more specific one."""
+        """The LM's final set, then the rules: no duplicates, no Excludes1 pairs, no less
+        specific code beside a more specific one. A code the LM adds is kept only when a 'use
+        additional code', 'code first' or 'code also' note of a validated code names it."""
         codes = assembler.codes
         if not codes:
             return
@@ -197,12 +200,9 @@ class CodeLikeHumans(CodingProgram):
         rationale = "" if out is None else out.rationale.strip()
         final: list[str] = []
         for raw in chosen:
-            if raw in codes:
-                final.append(raw)
-                continue
-            added = assembler.add(raw, [], f"added at reconciliation: {rationale}", trace, " ".join(statements))
-            if added:
-                final.append(added)
+            code = assembler.repair(raw, trace, " ".join(statements))
+            if code in codes or (code and self.pair(code, codes, assembler, trace, rationale)):
+                final.append(code)
         for code in codes:
             if code not in final:
                 trace.drop(code, f"removed at reconciliation: {rationale}")
@@ -211,6 +211,21 @@ class CodeLikeHumans(CodingProgram):
             if code not in final:
                 assembler.remove(code)
         trace.kept = sorted(final)
+
+    def pair(self, code: str, codes: list[str], assembler: Assembler, trace: StageTrace, rationale: str) -> bool:
+        """Add `code` when a pairing note of one of the validated `codes` names it, with the
+        quotes of those codes as evidence; otherwise drop it in `trace`."""
+        asking = [validated for validated in codes if self.asks_for(validated, code)]
+        if not asking:
+            trace.drop(code, "added at reconciliation, but no validated code's note asks for it")
+            return False
+        quotes = [quote for validated in asking for quote in assembler.quotes(validated)]
+        assembler.add(code, quotes, f"added at reconciliation for {', '.join(asking)}: {rationale}", trace)
+        return True
+
+    def asks_for(self, code: str, other: str) -> bool:
+        """True when a pairing note of `code`, its own or inherited, names `other`."""
+        return any(note.kind in PAIRING_NOTES and referenced(note.text, other) for note in self.kb.notes(code, inherited=True))
 
 
 def _show(entry) -> str:

@@ -71,26 +71,36 @@ class Assembler:
         self.note = note
         self._codes: dict[str, tuple[list[Evidence], list[str]]] = {}
 
-    def add(self, raw: str, quotes: Iterable[str], rationale: str, trace: StageTrace, context: str = "") -> str | None:
-        """Repair `raw`, locate its quotes; log in `trace`. Returns the code kept, or None."""
+    def repair(self, raw: str, trace: StageTrace, context: str = "") -> str | None:
+        """The billable code `raw` stands for (see `repair_code`), or None; logged in `trace`."""
         repair = repair_code(self.kb, raw, context)
         if repair.code is None:
             trace.drop(raw, repair.reason)
-            return None
-        if repair.reason:
+        elif repair.reason:
             trace.log.append(repair.reason)
-        evidence, rationales = self._codes.setdefault(repair.code, ([], []))
+        return repair.code
+
+    def add(self, raw: str, quotes: Iterable[str], rationale: str, trace: StageTrace, context: str = "") -> str | None:
+        """Repair `raw`, locate its quotes; log in `trace`. Returns the code kept, or None."""
+        code = self.repair(raw, trace, context)
+        if code is None:
+            return None
+        evidence, rationales = self._codes.setdefault(code, ([], []))
         for quote in quotes:
             found = locate(self.note, quote)
             if found.span is None:
-                trace.log.append(f"{repair.code}: evidence {quote!r} not found in the note; no span")
+                trace.log.append(f"{code}: evidence {quote!r} not found in the note; no span")
             if all(found.span != known.span or found.quote != known.quote for known in evidence):
                 evidence.append(found)
         if rationale and rationale not in rationales:
             rationales.append(rationale)
-        if repair.code not in trace.kept:
-            trace.kept.append(repair.code)
-        return repair.code
+        if code not in trace.kept:
+            trace.kept.append(code)
+        return code
+
+    def quotes(self, code: str) -> list[str]:
+        """The quotes given as evidence for `code`."""
+        return [evidence.quote for evidence in self._codes[code][0]]
 
     def remove(self, code: str) -> None:
         self._codes.pop(code, None)

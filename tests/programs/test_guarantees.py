@@ -43,6 +43,7 @@ def test_assembler_repairs_locates_merges_and_logs(kb):
     assert codes[0].evidence[0].span is None
     assert any("not found in the note" in line for line in trace.log)
     assert [d.item for d in trace.dropped] == ["Q99.999"]
+    assert assembler.quotes("I10") == ["essential hypertension, above goal", "Essential hypertension"]
 
 
 def test_reconcile_removes_excludes1_pairs_and_less_specific_codes(kb):

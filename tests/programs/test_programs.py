@@ -4,12 +4,18 @@ scripted server."""
 import json
 
 import dspy
+import pytest
 
 from programs.clh import CodeLikeHumans
+from programs.lm import make_lm
 from programs.medcoder import MedCoder
 from programs.registry import build_program
-from programs.result import CodingResult
+from programs.result import CodingResult, Dropped
 from programs.verify import Verify
+from tests.programs.scripted_server import ScriptedServer
+
+FOOT_ULCER = "Type 2 diabetes mellitus with foot ulcer of the right great toe, limited to breakdown of skin."
+FOOT_ULCER_NOTE = f"ASSESSMENT AND PLAN:\n1. {FOOT_ULCER}\n   Wound care, podiatry referral.\n"
 
 
 def check_result(kb, note, prediction):
@@ -53,6 +59,36 @@ def test_clh_walks_the_index_validates_and_reconciles(kb, lm, diabetes_note, ser
     prompts = [r["messages"][-1]["content"] for r in server.requests[before:]]
     assert any("Excludes1" in p or "Includes" in p for p in prompts), "validator is shown tabular notes"
     assert stage(result, "reconcile").kept == result.code_list
+
+
+def code_foot_ulcer(kb, final_codes):
+    """CLH on the foot-ulcer note: the validator accepts E11.621, the reconciler answers `final_codes`."""
+    script = {
+        "statements": lambda user: {"statements": [FOOT_ULCER], "lead_terms": ["Diabetes"]},
+        "accepted": lambda user: {"accepted": ["E11.621"], "rationale": "Diabetic foot ulcer."},
+        "final_codes": lambda user: {"final_codes": final_codes, "rationale": "Added the paired code."},
+    }
+    with ScriptedServer(script) as scripted:
+        lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
+        return check_result(kb, FOOT_ULCER_NOTE, run(CodeLikeHumans(kb), lm, FOOT_ULCER_NOTE))
+
+
+def test_clh_drops_a_code_the_reconciler_adds_that_no_note_asks_for(kb):
+    result = code_foot_ulcer(kb, ["E11.621", "J45.909"])
+    assert result.code_list == ["E11.621"]
+    reason = "added at reconciliation, but no validated code's note asks for it"
+    assert stage(result, "reconcile").dropped == [Dropped("J45.909", reason)]
+
+
+@pytest.mark.parametrize("added", ["L97.511", "l97.51"])
+def test_clh_keeps_a_code_a_validated_codes_note_asks_for_with_its_evidence(kb, added):
+    result = code_foot_ulcer(kb, ["E11.621", added])
+    assert result.code_list == ["E11.621", "L97.511"]
+    diabetes, ulcer = result.codes
+    assert [e.span.text for e in ulcer.evidence] == [FOOT_ULCER]
+    assert ulcer.evidence == diabetes.evidence
+    assert "E11.621" in ulcer.rationale
+    assert not stage(result, "reconcile").dropped
 
 
 def test_verify_shows_descriptions_only_and_maps_back(kb, lm, diabetes_note, server):
