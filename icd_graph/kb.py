@@ -198,14 +198,17 @@ class KnowledgeBase:
         whose path covers most words of the query; ties go to fewer unrequested words, then the
         shallower, then the first term, so an exact path wins and connective levels ('with',
         'due to') are crossed without being named. A reached 'see' reference, and a 'see also'
-        when words remain uncovered, are followed (at most MAX_SEE_DEPTH times). Returns the
-        reached term, then its subterms in index order, then the followed references' entries,
-        at most `limit` entries in all.
+        when words remain uncovered, are followed (at most MAX_SEE_DEPTH times); a reference to the
+        Table of Neoplasms ('see Neoplasm, benign, by site') reaches the row of the site the terms
+        name, one entry per column, only the columns the terms or the reference name when they name
+        any ('benign').
+        Returns the reached term, then the followed references' entries, then the reached term's
+        subterms in index order, at most `limit` entries in all.
         """
         tree = self._index_tree()
         reached = tree.navigate([t for t in terms if t and t.strip()], MAX_SEE_DEPTH)
-        ids: list[int] = []
-        for term_id in reached:
+        ids: list[int] = reached[:1]
+        for term_id in reached[1:] + reached[:1]:
             for member in tree.subtree(term_id):
                 if member not in ids:
                     ids.append(member)
@@ -213,18 +216,21 @@ class KnowledgeBase:
                     break
             if len(ids) >= limit:
                 break
-        resolved = self._resolved([tree.rows[i].code for i in ids if tree.rows[i].code])
-        return [
-            IndexEntry(
-                path=row.path,
-                code=row.code,
-                see=row.see,
-                see_also=row.see_also,
-                billable_codes=tuple(resolved.get(row.code, ())),
-                source=row.source,
+        references = [tree.rows[i].see or tree.rows[i].see_also or "" for i in reached]
+        wanted = frozenset(tokenize(" ".join([*terms, *references])))
+        printed = [(tree.rows[i], code) for i in ids for code in [tree.rows[i].code] if code]
+        printed += [(tree.rows[i], code) for i in ids for _, code in tree.columns(i, wanted)]
+        resolved = self._resolved([code for _, code in printed])
+        entries = []
+        for row in (tree.rows[i] for i in ids):
+            cells = tree.columns(row.id, wanted)
+            if row.id not in tree.cells:
+                entries.append(IndexEntry(row.path, row.code, row.see, row.see_also, tuple(resolved.get(row.code, ())), row.source))
+            entries.extend(
+                IndexEntry(f"{row.path}, {column}", code, None, None, tuple(resolved.get(code, ())), row.source)
+                for column, code in cells
             )
-            for row in (tree.rows[i] for i in ids)
-        ]
+        return entries[:limit]
 
     def table(self, name: str, term: str, limit: int = 10) -> list[TableRow]:
         """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose
@@ -396,6 +402,9 @@ class _Hierarchy:
         return under[np.lexsort((under, self.depth[under]))].tolist()
 
 
+_GENERIC_COLUMN_WORDS = frozenset(tokenize("behavior primary"))
+
+
 class _Term:
     __slots__ = ("id", "source", "parent_id", "level", "title", "path", "code", "see", "see_also", "tokens", "children")
 
@@ -407,15 +416,22 @@ class _Term:
 
 
 class _IndexTree:
-    """The alphabetic and external-cause index terms, in memory, for navigation."""
+    """The alphabetic and external-cause index terms and the Table of Neoplasms rows, in memory,
+    for navigation."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection):
 
         self.tokenize = tokenize
         rows = cursor.execute(
             """SELECT id, source, parent_id, level, title, path, code, see, see_also
-               FROM index_terms WHERE source IN ('index', 'eindex') ORDER BY id"""
+               FROM index_terms WHERE source IN ('index', 'eindex', 'neoplasm') ORDER BY id"""
         ).fetchall()
+        self.cells: dict[int, list[tuple[str, str]]] = {}
+        for term_id, column, code in cursor.execute(
+            "SELECT term_id, column_name, code FROM table_cells WHERE table_name = 'neoplasm' ORDER BY term_id, column_no"
+        ).fetchall():
+            self.cells.setdefault(term_id, []).append((column, code))
+        self.behaviours = frozenset().union(*(self._behaviour(column) for cells in self.cells.values() for column, _ in cells))
         cursor.close()
         self.rows: dict[int, _Term] = {}
         self.mains: dict[str, list[int]] = {}
@@ -432,6 +448,17 @@ class _IndexTree:
 
     def _key(self, text: str) -> str:
         return " ".join(self.tokenize(text))
+
+    def columns(self, term_id: int, wanted: frozenset[str]) -> list[tuple[str, str]]:
+        """(column, code) cells of a Table of Neoplasms row: when `wanted` names a behaviour
+        ('benign', 'in situ', 'secondary'), the cells of that behaviour; else all."""
+        cells = self.cells.get(term_id, [])
+        if not wanted & self.behaviours:
+            return cells
+        return [(column, code) for column, code in cells if self._behaviour(column) & wanted]
+
+    def _behaviour(self, column: str) -> frozenset[str]:
+        return frozenset(self.tokenize(column)) - _GENERIC_COLUMN_WORDS
 
     def subtree(self, term_id: int):
         """The term, then its descendants in index order."""

@@ -92,6 +92,17 @@ def test_index_navigation(kb):
     assert kb.index_lookup(["Zzzyzzx"]) == []
 
 
+def test_index_navigation_reaches_the_table_of_neoplasms_row_of_the_site(kb):
+    adenoma = kb.index_lookup(["Adenoma", "pituitary adenoma"])
+    assert adenoma[0].see_also.split() == ["Neoplasm,", "benign,", "by", "site"]
+    table = [e for e in adenoma if e.source == "neoplasm"]
+    assert [(e.path, e.billable_codes) for e in table] == [("Neoplasm, neoplastic, pituitary, Benign", ("D35.2",))]
+    assert adenoma.index(table[0]) == 1
+    row = kb.index_lookup(["Neoplasm", "pituitary"])
+    assert [e.code for e in row[:6]] == ["C75.1", "C79.89", "D09.3", "D35.2", "D44.3", "D49.7"]
+    assert kb.index_lookup(["Neoplasm", "pituitary", "malignant", "secondary"])[0].code in {"C75.1", "C79.89"}
+
+
 def test_shared_across_threads(kb):
     results = []
     threads = [threading.Thread(target=lambda: results.append(kb.require("I10").code)) for _ in range(4)]
