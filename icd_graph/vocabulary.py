@@ -66,6 +66,8 @@ _LEVELS = re.compile(r"\b([ctls])(\d{1,2}) ?- ?(\d{1,2})\b")
 
 def fold(text: str) -> str:
     """Lower case without accents: 'Sjögren' -> 'sjogren'."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
