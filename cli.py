@@ -198,6 +198,9 @@ def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_j
     if as_json:
         print_json([asdict(hit) for hit in hits])
         return
+    if not hits:
+        console.print(f"nothing matches {query!r}")
+        return
     table = Table(title=f"{source} search: {query}")
     for column in ("code", "description", "score", "matched"):
         table.add_column(column)

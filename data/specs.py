@@ -63,10 +63,14 @@ def load_dataset(
     if spec.kind == "aci":
         if aci_dir is None:
             raise DatasetError(f"{spec.text} needs the ACI-BENCH challenge_data folder: set ACI_BENCH_DIR")
-        return load_aci(aci_dir, spec.parts, labels=labels, validator=validator, name=spec.text)
-    if spec.kind == "mdace":
+        dataset = load_aci(aci_dir, spec.parts, labels=labels, validator=validator, name=spec.text)
+    elif spec.kind == "mdace":
         if mdace_dir is None:
             raise DatasetError(f"{spec.text} needs the MDACE annotations folder: set MDACE_DIR")
         split, setting = spec.parts
-        return load_mdace(mdace_dir, split, setting, notes=mimic_notes, validator=validator, name=spec.text)
-    return load_jsonl(Path(spec.parts[0]), validator=validator, name=spec.text)
+        dataset = load_mdace(mdace_dir, split, setting, notes=mimic_notes, validator=validator, name=spec.text)
+    else:
+        dataset = load_jsonl(Path(spec.parts[0]), validator=validator, name=spec.text)
+    if not dataset.records:
+        raise DatasetError(f"{spec.text} holds no notes")
+    return dataset

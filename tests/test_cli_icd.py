@@ -27,6 +27,7 @@ def test_expand_search_index_validate(kb_path):
     assert "E11.8" in [s["code"] for s in siblings]
     hits = json.loads(icd("search", "type 2 diabetes with retinopathy", "--k", "10", "--json", db=kb_path).stdout)
     assert any(h["code"].startswith("E11.31") for h in hits)
+    assert icd("search", "the of", db=kb_path).stdout.strip() == "nothing matches 'the of'"
     entries = json.loads(icd("index", "Diabetes", "type 2", "with", "retinopathy", "--json", db=kb_path).stdout)
     assert entries[0]["billable_codes"] == ["E11.319"]
     ok = icd("validate", "E11.9", "I10", "--json", db=kb_path)

@@ -57,3 +57,9 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         load_dataset(f"jsonl:{tmp_path / 'none.jsonl'}")
+
+
+def test_a_dataset_without_notes_is_an_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="holds no notes"):
+        load_dataset(f"jsonl:{tmp_path / 'empty.jsonl'}")
