@@ -3,7 +3,8 @@
 Times what a coding program does to the model: two stages whose prompts share a long prefix of
 instructions and demos (about 2,000 tokens) and differ in a short note excerpt, called in turn
 as a program calls them. Prints a markdown table of the median seconds per call with the engine's
-prompt cache and without it, and the load time. Needs the `[local]` extra.
+prompt cache and without it, the memory the cached states hold, and the load time. Needs the
+`[local]` extra.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def timed_calls(engine: LlamaEngine) -> list[float]:
     return times[len(STAGES) :]
 
 
+def cached_bytes(engine: LlamaEngine) -> int:
+    """Memory the prompt cache's states hold: model state, token ids and logits rows."""
+    states = engine.load().cache.states.cache_state.values()
+    return sum(state.llama_state_size + state.input_ids.nbytes + state.scores.nbytes for state in states)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the bundled Gemma 3 270M)")
@@ -52,9 +59,10 @@ def main() -> None:
         engine.load()
         load = time.perf_counter() - started
         times = timed_calls(engine)
-        rows.append((label, str(len(times)), f"{statistics.median(times):.2f} s", f"{load:.1f} s"))
+        held = f"{cached_bytes(engine) / 2**20:.0f} MiB" if cache_bytes is None else "-"
+        rows.append((label, str(len(times)), f"{statistics.median(times):.2f} s", held, f"{load:.1f} s"))
         engine.close()
-    print("| engine | calls (after the first round) | median per call | load |\n|---|---|---|---|")
+    print("| engine | calls (after the first round) | median per call | cached states | load |\n|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

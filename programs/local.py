@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+import numpy as np
 from dspy.lm15 import ContextLengthError, Message, Request, Response, Usage, response_to_events
 
 from icd_graph.errors import IcdError
@@ -111,6 +112,33 @@ def _require_llama_cpp():
     except ImportError:
         raise LocalModelUnavailable(f"--model local needs llama-cpp-python: run {INSTALL_HINT}") from None
     return llama_cpp
+
+
+class PromptCache:
+    """llama-cpp-python's `LlamaRAMCache` without the logits copy that each saved state carries.
+
+    `Llama.save_state` copies the whole logits buffer (n_batch x vocabulary floats: 512 MiB for
+    Gemma's 262k-token vocabulary), which the cache's capacity does not count: ten cached prompts
+    held 13 GB. With `logits_all` off, llama.cpp samples from its own logits and never reads the
+    copy back, so a state keeps one zero row, which `load_state` broadcasts.
+    """
+
+    def __init__(self, states):
+        self.states = states
+
+    def __contains__(self, key) -> bool:
+        return key in self.states
+
+    def __getitem__(self, key):
+        return self.states[key]
+
+    def __setitem__(self, key, state) -> None:
+        state.scores = np.zeros((1, state.scores.shape[-1]), dtype=state.scores.dtype)
+        self.states[key] = state
+
+    @property
+    def cache_size(self) -> int:
+        return self.states.cache_size
 
 
 class LlamaEngine:
@@ -217,7 +245,7 @@ class LlamaEngine:
                 except ValueError as exc:
                     raise LocalModelError(f"llama-cpp-python cannot load {self.model_path}: {exc}") from exc
                 if self.prompt_cache_bytes:
-                    self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=self.prompt_cache_bytes))
+                    self._llama.set_cache(PromptCache(llama_cpp.LlamaRAMCache(capacity_bytes=self.prompt_cache_bytes)))
             return self._llama
 
 

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import dspy
+import numpy as np
 import pytest
 from dspy.lm15 import request_from_openai_chat
 
@@ -22,6 +23,7 @@ from programs.local import (
     LlamaEngine,
     LocalModelError,
     LocalModelUnavailable,
+    PromptCache,
     chat_messages,
     default_model_path,
     json_grammar_format,
@@ -193,9 +195,10 @@ def test_the_engine_keeps_prompt_states_for_later_calls():
             answer = diagnose(sentence=sentence).diagnosis
     finally:
         dspy.cache = saved
-    states = lm.engine.load().cache.cache_state
+    states = lm.engine.load().cache.states.cache_state
     assert answer.strip()
     assert len(states) >= 3 and sum(len(key) for key in states) > 600
+    assert all(state.scores.shape[0] == 1 for state in states.values())
     assert LlamaEngine(default_model_path(), prompt_cache_bytes=0).load().cache is None
 
 
@@ -221,3 +224,27 @@ def test_predict_codes_an_example_note_with_the_shipped_local_program(kb_path, t
             for evidence in item["evidence"]:
                 if evidence["span"]:
                     assert note[evidence["span"]["start"] : evidence["span"]["end"]] == evidence["span"]["text"]
+
+
+def test_the_prompt_cache_keeps_states_without_their_logits_copy():
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    cache = PromptCache(llama_cpp.LlamaRAMCache(capacity_bytes=1000))
+    for n in (300, 400):
+        tokens = list(range(n))
+        state = llama_cpp.llama.LlamaState(
+            input_ids=np.array(tokens, dtype=np.intc), scores=np.ones((512, 1024), dtype=np.single),
+            n_tokens=n, llama_state=bytes(400), llama_state_size=400, seed=0,
+        )
+        cache[tokens] = state
+    assert list(range(350)) + [9] in cache and list(range(250)) in cache and [7] not in cache
+    found = cache[list(range(350))]
+    assert found.n_tokens == 400 and found.scores.shape == (1, 1024)
+    assert cache.cache_size == 800
+    logits = np.ones((512, 1024), dtype=np.single)
+    logits[: found.n_tokens, :] = found.scores.copy()
+    assert not logits[: found.n_tokens].any()
+    cache[list(range(500))] = llama_cpp.llama.LlamaState(
+        input_ids=np.arange(500, dtype=np.intc), scores=np.ones((512, 1024), dtype=np.single),
+        n_tokens=500, llama_state=bytes(400), llama_state_size=400, seed=0,
+    )
+    assert cache.cache_size == 800 and list(range(250)) in cache
