@@ -10,6 +10,7 @@ from typing import ClassVar
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from icd_graph.vocabulary import tokenize
 from programs.chunking import split_note
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
@@ -85,6 +86,15 @@ class CodingProgram(dspy.Module):
                 found[item.lower()] = (item, companion)
                 trace.kept.append(item)
         return list(found.values())
+
+
+def naming_evidence(note: str, diagnosis: str, quote: str) -> str:
+    """The evidence quote, or the diagnosis itself when the quote names none of its words and the
+    note holds the diagnosis (small models pair a diagnosis with another line of the note)."""
+    wanted = set(tokenize(diagnosis))
+    if not wanted or wanted & set(tokenize(quote)) or not locate(note, diagnosis).span:
+        return quote
+    return diagnosis
 
 
 def evidence_missing(note: str) -> Callable[[str, str], str | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dspy
 
-from programs.base import CodingProgram, evidence_missing, run_stage
+from programs.base import CodingProgram, evidence_missing, naming_evidence, run_stage
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, StageTrace
@@ -79,5 +79,12 @@ class MedCoder(CodingProgram):
 
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
         """(diagnosis, evidence quote) pairs over every part of the note, without repeats; a
-        diagnosis whose evidence is not in the note is dropped."""
-        return self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note))
+        diagnosis whose evidence is not in the note is dropped, and a quote that names none of
+        the diagnosis's words gives way to the diagnosis as the note writes it."""
+        pairs = []
+        for diagnosis, quote in self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note)):
+            evidence = naming_evidence(note, diagnosis, quote)
+            if evidence != quote:
+                trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
+            pairs.append((diagnosis, evidence))
+        return pairs

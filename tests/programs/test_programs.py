@@ -104,6 +104,18 @@ def test_verify_shows_descriptions_only_and_maps_back(kb, lm, diabetes_note, ser
         assert "I10" not in options and "E11." not in options
 
 
+def test_medcoder_quotes_the_diagnosis_when_its_evidence_is_another_line(kb, diabetes_note):
+    crossed = {"diagnoses": lambda user: {
+        "diagnoses": ["Hyperlipidemia", "Obesity"], "evidence": ["Obesity, BMI 31.", "Hyperlipidemia on atorvastatin"],
+    }}
+    with ScriptedServer(crossed) as scripted:
+        lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
+        result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
+    quoted = {item.code[:3]: item.evidence[0].span.text for item in result.codes}
+    assert quoted == {"E78": "Hyperlipidemia", "E66": "Obesity"}
+    assert len([line for line in stage(result, "extract").log if "is quoted instead" in line]) == 2
+
+
 def test_verify_drops_a_proposal_whose_evidence_is_not_in_the_note(kb, diabetes_note):
     from tests.programs.scripted_server import ScriptedServer
 
