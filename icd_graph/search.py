@@ -81,7 +81,7 @@ FOLLOWED = 3
 MIN_SHARED = 2
 CONFLICT_DISCOUNT = 0.5
 
-RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED = (1 << bit for bit in range(7))
+RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED, OTHER = (1 << bit for bit in range(8))
 _SIDES = RIGHT | LEFT | BILATERAL
 _LIMBS = UPPER | LOWER
 _FLAG_WORDS = {"right": RIGHT, "left": LEFT, "bilateral": BILATERAL, "upper": UPPER, "lower": LOWER}
@@ -89,13 +89,16 @@ _QUERY_FLAG_WORDS = {**_FLAG_WORDS, "both": BILATERAL, "history": HISTORY, "stat
 
 
 def description_flags(description: str) -> int:
-    """Side (right, left, bilateral), limb (upper, lower), history and unspecified bits of a
-    description."""
+    """Side (right, left, bilateral), limb (upper, lower), history, unspecified and 'Other ...'
+    (a residual category) bits of a description."""
     flags = _word_flags(description, _FLAG_WORDS)
-    if description.lower().startswith(("personal history", "family history")):
+    text = description.lower()
+    if text.startswith(("personal history", "family history")):
         flags |= HISTORY
-    if "unspecified" in WORD.findall(description.lower()):
+    if "unspecified" in WORD.findall(text):
         flags |= UNSPECIFIED
+    if text.startswith("other "):
+        flags |= OTHER
     return flags
 
 
@@ -237,7 +240,7 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     np.save(out_dir / "depth.npy", depth)
     np.save(out_dir / "end.npy", subtree_ends(depth))
     np.save(out_dir / "parent.npy", tree_parents(depth))
-    np.save(out_dir / "flags.npy", np.array([description_flags(row[1]) for row in rows], dtype=np.int8))
+    np.save(out_dir / "flags.npy", np.array([description_flags(row[1]) for row in rows], dtype=np.int16))
     _write_json(out_dir / "codes.json", codes)
     _write_json(out_dir / "additional.json", additional_codes(con.execute(_ADDITIONAL).fetchall(), position))
 
@@ -503,13 +506,13 @@ class Searcher:
     def _exact(self, tokens: list[str]) -> list[tuple[int, str, int]]:
         """Phrases whose essential words are all in the query and that hold every query word (or
         all but one, ranked after): more essential words first, then index terms before tabular
-        phrases, then initial encounters, then shallower."""
+        phrases, then residual 'Other ...' categories last, then initial encounters, then shallower."""
         query = frozenset(tokens)
         if len(query) > EXACT_MAX_WORDS:
             return []
         words = sorted(query)
         tolerated = 1 if len(query) > 1 else 0
-        found: list[tuple[int, int, int, int, int, str, int]] = []
+        found: list[tuple[int, int, int, int, int, int, str, int]] = []
         for size in range(len(words), 0, -1):
             for subset in combinations(words, size):
                 for entry in self.exact.get(" ".join(subset), ()):
@@ -517,9 +520,10 @@ class Searcher:
                     if missing <= tolerated:
                         kind, ref = self.exact_refs[entry]
                         if kind == 0:
-                            found.append((missing, -size, 0, 0, int(self.levels[ref]), INDEX, ref))
+                            found.append((missing, -size, 0, 0, 0, int(self.levels[ref]), INDEX, ref))
                         else:
-                            found.append((missing, -size, 1, int(self.discount[ref] > 1), int(self.depth[ref]), TABULAR, ref))
+                            other = int(bool(self.flags[ref] & OTHER))
+                            found.append((missing, -size, 1, other, int(self.discount[ref] > 1), int(self.depth[ref]), TABULAR, ref))
         return [(missing, kind, ref) for missing, *_, kind, ref in sorted(found)]
 
     def _exact_ranked(self, exact, scored: Scored, source: str) -> list[tuple[int, float, str]]:

@@ -1,6 +1,7 @@
 import duckdb
+import pytest
 
-from icd_graph.build import search_dir_for
+from icd_graph.build import build, search_dir_for
 from icd_graph.search import (
     ADDITIONAL,
     Searcher,
@@ -153,3 +154,20 @@ def test_use_additional_code_of_the_best_hit_brings_the_codes_the_query_names(kb
     assert "L97.519" in paired and "L97.419" in paired
     assert not [code for code in paired if not code.startswith(("L97.41", "L97.51"))]
     assert not [h for h in searcher.search("Type 2 diabetes", k=50) if ADDITIONAL in h.source.split("+")]
+
+
+@pytest.fixture(scope="module")
+def tabular_only(icd_source, tmp_path_factory):
+    """A knowledge base of the real tabular list alone, as `make demo` builds without CMS files."""
+    folder = tmp_path_factory.mktemp("tabular-only")
+    (folder / "source").mkdir()
+    for tabular in icd_source.glob("*tabular*.xml*"):
+        (folder / "source" / tabular.name).symlink_to(tabular)
+    build(source=folder / "source", db=folder / "kb.duckdb")
+    return Searcher(search_dir_for(folder / "kb.duckdb"))
+
+
+def test_without_the_index_a_residual_other_category_ranks_after_the_condition_itself(tabular_only):
+    assert tabular_only.search("Hyperlipidemia", k=1)[0].code == "E78.5"
+    assert tabular_only.search("Obesity", k=1)[0].code == "E66.9"
+    assert "E78.49" in [h.code for h in tabular_only.search("Other hyperlipidemia", k=3)]
