@@ -29,7 +29,8 @@ an index term with a 'see' or 'see also' reference is also searched with the ter
 replaced by the reference ('right hip degenerative joint disease' -> 'right hip osteoarthritis';
 'pituitary adenoma' -> 'pituitary neoplasm benign', the table row of the site). The codes that
 the 'use additional code' notes of the FOLLOWED best hits name, when they hold MIN_SHARED query
-words, are one more list ('diabetic foot ulcer' -> E11.621 -> L97.5-). The lists are then fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
+words, are one more list ('diabetic foot ulcer' -> E11.621 -> L97.5-). The lists are then
+fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
 Index scores are discounted by term depth (1 + LEVEL_DISCOUNT * level). The index uses a weaker
 length normalisation (b = INDEX_B) so that modifiers in parentheses do not bury a main term.
 After fusion a code that names another side (right, left, bilateral) or limb (upper, lower)
@@ -469,10 +470,12 @@ class Searcher:
         if source == ALL:
             lists.insert(1, (TABULAR, self._tabular_ranked(scored)))
         flags = query_flags(text)
-        additional = self._additional_ranked(self._order(lists, flags)[0][:FOLLOWED], scored)
+        order, fused = self._order(lists, flags)
+        additional = self._additional_ranked(order[:FOLLOWED], scored)
         if additional:
             lists.append((ADDITIONAL, additional))
-        return self._fuse(lists, k, flags)
+            order, fused = self._order(lists, flags)
+        return self._matches(lists, order[:k], fused)
 
     def _correct(self, token: str) -> str:
         """An alphabetic word that no index knows becomes the first known word one edit away
@@ -614,8 +617,8 @@ class Searcher:
             words += np.maximum.reduceat(_scores(self.tabular, [token]), self.phrase_starts) > 0
         return words
 
-    def _fuse(self, lists, k: int, flags: int) -> list[Match]:
-        order, fused = self._order(lists, flags)
+    def _matches(self, lists, best: list[int], fused: dict[int, float]) -> list[Match]:
+        """The best positions as matches, each with its first matched path and its lists."""
         matched: dict[int, str] = {}
         sources: dict[int, list[str]] = {}
         for name, ranked in lists:
@@ -623,7 +626,7 @@ class Searcher:
                 sources.setdefault(doc, []).append(name)
                 if path and doc not in matched:
                     matched[doc] = path
-        return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in order[:k]]
+        return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in best]
 
     def _order(self, lists, flags: int) -> tuple[list[int], dict[int, float]]:
         """Weighted reciprocal rank fusion; a code that contradicts the query (`contradicts`) is
