@@ -218,17 +218,16 @@ class KnowledgeBase:
                 break
         references = [tree.rows[i].see or tree.rows[i].see_also or "" for i in reached]
         wanted = frozenset(tokenize(" ".join([*terms, *references])))
-        printed = [(tree.rows[i], code) for i in ids for code in [tree.rows[i].code] if code]
-        printed += [(tree.rows[i], code) for i in ids for _, code in tree.columns(i, wanted)]
-        resolved = self._resolved([code for _, code in printed])
+        cells = {i: tree.columns(i, wanted) for i in ids}
+        printed = [tree.rows[i].code for i in ids if tree.rows[i].code] + [code for i in ids for _, code in cells[i]]
+        resolved = self._resolved(printed)
         entries = []
         for row in (tree.rows[i] for i in ids):
-            cells = tree.columns(row.id, wanted)
             if row.id not in tree.cells:
                 entries.append(IndexEntry(row.path, row.code, row.see, row.see_also, tuple(resolved.get(row.code, ())), row.source))
             entries.extend(
                 IndexEntry(f"{row.path}, {column}", code, None, None, tuple(resolved.get(code, ())), row.source)
-                for column, code in cells
+                for column, code in cells[row.id]
             )
         return entries[:limit]
 
@@ -236,7 +235,6 @@ class KnowledgeBase:
         """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose
         path holds every word of `term` ('pituitary', 'acetaminophen'): the closest first (fewest
         other words, then shallower, then table order), at most `limit`."""
-
         if name not in TABLES:
             raise IcdError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
         wanted = frozenset(tokenize(term))
@@ -302,7 +300,6 @@ class KnowledgeBase:
 
     def _table_rows(self, name: str) -> list[tuple[int, frozenset[str], int, str, list[tuple[str, str]]]]:
         """(term id, path words, level, path, cells) of every coded row of a table, read once."""
-
         with self._tables_lock:
             if name not in self._tables:
                 rows: dict[int, tuple[int, frozenset[str], int, str, list[tuple[str, str]]]] = {}
@@ -420,7 +417,6 @@ class _IndexTree:
     for navigation."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection):
-
         self.tokenize = tokenize
         rows = cursor.execute(
             """SELECT id, source, parent_id, level, title, path, code, see, see_also
