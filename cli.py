@@ -367,15 +367,14 @@ def env_path(name: str) -> Path | None:
 
 
 def open_validator(db: Path | None):
-    """A context giving the knowledge base that validates gold codes, or None (with a warning)
-    when only the default location was meant and no file is there."""
+    """A context giving the knowledge base that validates gold codes, or None when only the
+    default location was meant and no file is there (the load report then says so)."""
     from contextlib import nullcontext
 
     from icd_graph.kb import KnowledgeBase
 
     path = resolve_db(db)
     if db is None and not path.exists():
-        err_console.print(f"[yellow]codes not validated:[/] no knowledge base at {path} (run `python cli.py icd build`)", highlight=False)
         return nullcontext(None)
     return KnowledgeBase(path)
 
@@ -396,7 +395,7 @@ def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, v
 
 def print_load_report(dataset) -> None:
     report = dataset.report
-    validated = "validated" if report.validated else "not validated"
+    validated = "validated" if report.validated else "not validated: no knowledge base, run `python cli.py icd build`"
     err_console.print(f"[bold]{dataset.name}[/]: {report.notes} notes, {report.codes} gold codes ({validated})", highlight=False)
     for remark in report.remarks:
         err_console.print(f"  {remark}", highlight=False)

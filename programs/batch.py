@@ -76,6 +76,30 @@ def finished_ids(output: Path) -> set[str]:
     return ids
 
 
+class Appender:
+    """Appends JSON lines to a file, each flushed to disk before the next; the file (and its
+    folder) is created with the first line, so a run that codes nothing leaves nothing behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = None
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
 def run_batch(
     program: CodingProgram,
     records: Sequence[NoteRecord],
@@ -91,14 +115,13 @@ def run_batch(
     coded at that moment are still saved, the others are not started, and the ModelError says
     how many notes the output holds and that a rerun resumes."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     done = finished_ids(output)
     summary = BatchSummary(output)
     todo = [record for record in records if record.id not in done]
     summary.skipped = len(records) - len(todo)
     start = len(lm.history)
     stop: ModelError | None = None
-    with output.open("a", encoding="utf-8") as sink, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with Appender(output) as sink, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending = {pool.submit(code_note, program, record.text, lm): record for record in todo}
         try:
             while pending:
@@ -117,10 +140,7 @@ def run_batch(
                             other.cancel()
                         continue
                     else:
-                        line = {"id": record.id, "codes": result.code_list, "result": result.to_dict()}
-                        sink.write(json.dumps(line, ensure_ascii=False) + "\n")
-                        sink.flush()
-                        os.fsync(sink.fileno())
+                        sink.write({"id": record.id, "codes": result.code_list, "result": result.to_dict()})
                         summary.written += 1
                         summary.add_usage(result.usage)
                     if on_note:

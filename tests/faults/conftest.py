@@ -23,7 +23,7 @@ SECRET = "Zebulon Quartermaine"
 
 def note_text(number: int) -> str:
     condition = CONDITIONS[number % len(CONDITIONS)]
-    return f"Visit {number} of {SECRET}. Assessment: {condition}. Plan: review in {number % 12 + 1} weeks."
+    return f"{SECRET}, visit {number}. Assessment {number}: {condition}. Plan: review in {number % 12 + 1} weeks."
 
 
 def write_notes(path: Path, count: int) -> list[str]:
@@ -34,10 +34,9 @@ def write_notes(path: Path, count: int) -> list[str]:
 
 
 def assessed(user: str) -> dict[str, list[str]]:
-    """The extract stage's answer: the condition the note's 'Assessment:' names, quoted."""
-    found = re.search(r"Assessment: ([^.]+)\.", section(user, "note"))
-    conditions = [found.group(1)] if found else []
-    return {"diagnoses": conditions, "evidence": conditions}
+    """The extract stage's answer: the condition the note's assessment names, and that line."""
+    found = re.search(r"(Assessment \d+: ([^.]+))\.", section(user, "note"))
+    return {"diagnoses": [found.group(2)], "evidence": [found.group(1)]} if found else {"diagnoses": [], "evidence": []}
 
 
 SCRIPT = {"diagnoses": assessed}

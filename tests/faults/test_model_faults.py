@@ -138,3 +138,43 @@ def test_compile_against_a_dead_model_stops_at_once_and_saves_nothing(kind, kb_p
     assert server.tally.requests == 1, "stopped at the first failed call"
     assert not out.exists() and not out.parent.exists()
     assert SECRET not in result.output and "Traceback" not in result.output
+
+
+class Poison(Plan):
+    """Every call about one note fails with HTTP 500; the others get `others` (None: answered)."""
+
+    def __init__(self, poisoned: str, others: str | None = None):
+        super().__init__()
+        self.poisoned, self.others = poisoned, others
+
+    def fault(self, prompt: str, attempt: int) -> str | None:
+        return "500" if self.poisoned in prompt else self.others
+
+
+def test_a_batch_stopped_by_the_model_keeps_the_notes_in_flight_and_resumes(medcoder, baseline, isolated_cache, tmp_path):
+    records = [NoteRecord(f"n{n}", note_text(n), ()) for n in range(12)]
+    out = tmp_path / "out.jsonl"
+    with FaultServer(Poison("visit 0.", others="slow"), SCRIPT) as server:
+        with pytest.raises(Exception, match=r"of 12 notes are saved in .*out.jsonl: rerun the same command to resume") as stop:
+            run_batch(medcoder, records, out, lm_for(server, retries=0), threads=4)
+        saved = {json.loads(line)["id"] for line in out.read_text().splitlines()}
+        assert {"n1", "n2", "n3"} <= saved and len(saved) < 11, "the notes in flight are saved, the rest not started"
+        assert f"{len(saved)} of 12 notes are saved" in str(stop.value)
+        server.plan = Plan()
+        summary = run_batch(medcoder, records, out, lm_for(server, retries=0), threads=4)
+    assert summary.skipped == len(saved) and summary.written == 12 - len(saved)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == sorted(r.id for r in records)
+    assert all(row["codes"] == baseline[row["id"]] for row in rows)
+
+
+def test_compile_logs_name_failing_notes_by_id_only(kb_path, isolated_cache, tmp_path):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"id": f"c{n}", "text": note_text(n), "codes": ["I10"]}) + "\n" for n in range(4)))
+    with FaultServer(Poison("visit 2."), SCRIPT) as server:
+        result = run_cli("compile", "--program", "medcoder", "--model", "scripted", "--api-base", server.url,
+                         "--retries", "0", "--train", f"jsonl:{notes}", "--dev", f"jsonl:{notes}",
+                         "--optimizer", "bootstrap", "--max-demos", "1", "--out", tmp_path / "c.json", "--db", kb_path)
+    assert result.exit_code == 0, result.output
+    assert "note c2" in result.stderr, "DSPy logs the failing note"
+    assert SECRET not in result.output
