@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import threading
-import warnings
 from dataclasses import dataclass
 
 from programs.problem_rules import (
@@ -251,13 +250,21 @@ def _line_sentences(doc):
     return doc
 
 
+def _pattern(title: str) -> list[dict[str, str]] | None:
+    """A token pattern for a title or cue written with a slash or ampersand ('a/p', 'h/o'), which
+    the tokenizer splits; None (a phrase match, case ignored) for the others."""
+    parts = re.findall(r"[a-z]+|[/&]", title)
+    if not set(parts) & {"/", "&"}:
+        return None
+    return [{"LOWER": part} for part in parts]
+
+
 def _load():
     """medspaCy's clinical tokenizer, line-aware sentences and a Sectionizer with our titles;
     ConText with our cues, run separately once the problems are marked."""
     from loguru import logger
 
     logger.disable("PyRuSH")
-    warnings.filterwarnings("ignore", message=r".*\[W036\]")  # the Sectionizer's token matcher, unused here
     import medspacy
     from medspacy.context import ConText, ConTextRule
     from medspacy.section_detection import SectionRule
@@ -269,8 +276,13 @@ def _load():
     nlp.add_pipe("icd_line_sentences")
     sectionizer = nlp.add_pipe("medspacy_sectionizer", config={"rules": None, "require_start_line": True})
     sectionizer.add([
-        SectionRule(literal=title, category=category) for category, titles in SECTION_TITLES.items() for title in titles
+        SectionRule(literal=title, category=category, pattern=_pattern(title))
+        for category, titles in SECTION_TITLES.items()
+        for title in titles
     ])
     context = ConText(nlp, rules=None)
-    context.add([ConTextRule(literal=cue, category=category, direction=direction) for cue, category, direction in CONTEXT_CUES])
+    context.add([
+        ConTextRule(literal=cue, category=category, direction=direction, pattern=_pattern(cue))
+        for cue, category, direction in CONTEXT_CUES
+    ])
     return nlp, context

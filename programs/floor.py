@@ -17,7 +17,8 @@ QUALIFIERS = frozenset(
     tokenize(
         """above goal below goal uncontrolled controlled well stable worsening improving improved new newly
         diagnosed chronic acute recurrent mild moderate severe exacerbation flare follow up followup visit
-        management bmi presentation mixed setting likely known ongoing persistent continued status"""
+        management bmi presentation mixed setting likely known ongoing persistent continued status
+        community acquired"""
     )
 )
 DIABETES_TYPE = re.compile(r"\b(?:type\s*(?:1|2|i|ii|one|two)|t[12]dm|dm\s*[12]|dm(?:ii|i))\b", re.I)
@@ -77,6 +78,19 @@ def quality(query: str, hit: SearchHit) -> float:
             return 0.0
     named = words(hit.matched) | words(hit.description)
     return len(wanted & named) / len(wanted)
+
+
+def best_entry(statement: str, paths: list[str | None]) -> int:
+    """The 1-based index entry (None: an entry without codes) whose path names most of the
+    statement's defining words, with fewest words the statement does not name; 0 when none has
+    codes."""
+    wanted = (words(statement) - QUALIFIERS) or words(statement)
+    ranked = [
+        (len(wanted & words(path)), -len(words(path) - wanted), -i, i)
+        for i, path in enumerate(paths, 1)
+        if path is not None
+    ]
+    return max(ranked)[-1] if ranked else 0
 
 
 def choose(query: str, hits: list[SearchHit], historical: bool = False, min_quality: float = MIN_QUALITY) -> Choice:

@@ -11,7 +11,6 @@ from programs.errors import NoteError
 from programs.result import CodedDiagnosis, Evidence, Span, StageTrace
 from programs.spans import TOKEN, locate
 
-UNSPECIFIC = ("unspecified", "without complications")
 
 
 def check_note(text: str, source: str = "the note") -> str:
@@ -141,7 +140,7 @@ def reconcile(kb, codes: Sequence[str], trace: StageTrace) -> list[str]:
             trace.drop(code, f"Excludes1 conflict with {conflict}")
             continue
         kept.append(code)
-    vague = {code for code in kept if _unspecific(kb.require(code).description)}
+    vague = {code for code in kept if _unspecific(code, kb.require(code).description)}
     final = []
     for code in kept:
         specific = [other for other in kept if other[:3] == code[:3] and other not in vague]
@@ -152,8 +151,12 @@ def reconcile(kb, codes: Sequence[str], trace: StageTrace) -> list[str]:
     return final
 
 
-def _unspecific(description: str) -> bool:
-    return any(marker in description.lower() for marker in UNSPECIFIC)
+def _unspecific(code: str, description: str) -> bool:
+    """A category's catch-all: 'without complications', or an 'unspecified' code at most one
+    character below its category (I50.9, E78.5; not E11.3299 '..., unspecified eye', which is
+    specific about everything else)."""
+    text = description.lower()
+    return "without complications" in text or ("unspecified" in text and len(code.replace(".", "")) <= 4)
 
 
 def _excludes1(kb, a: str, b: str) -> bool:
