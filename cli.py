@@ -447,7 +447,8 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
               help='JSONL of {"id", "codes", "evidence"?, "result"?} to score.')
 @click.option("--program", "program_name", default=None,
               help="Run this program over the dataset, then score it: medcoder | clh | verify | a compiled .json.")
-@lm_options(None, "With --program: 'local' (default), 'local:/path.gguf', or a LiteLLM model string.")
+@lm_options(None, "With --program: 'none' (default: the coding rules alone), 'local' (embedded), 'local:/path.gguf', "
+            "or a LiteLLM model string.")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="With --program: predictions JSONL; a rerun with the same file resumes (default: a new file in the temp dir).")
@@ -482,7 +483,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            lm = make_lm(model or "local", api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+            lm = make_lm(model or "none", api_base, api_key=api_key, timeout=timeout, num_retries=retries)
             run = run_program(program_name, validator, loaded.records, lm, threads, output, as_json)
             if run.failed and not (run.written or run.skipped):
                 raise DatasetError(f"none of the {len(loaded.records)} notes of {dataset} could be coded: {failures(run.failed)}")
@@ -495,7 +496,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         print_json({**result.as_dict(), "stages": [s.as_dict() for s in stages], **extra, "load_report": loaded.report.as_dict()})
         return
     scores = result.scores
-    system = f"{program_name} ({model or 'local'})" if program_name else predictions.name
+    system = f"{program_name} ({model or 'none'})" if program_name else predictions.name
     table = Table(title=f"{system} on {loaded.name} ({len(scores.notes)} notes)")
     for column in ("metric", "precision", "recall", "F1"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -612,9 +613,10 @@ def retrieval_eval(
 @cli.command()
 @click.argument("note", required=False)
 @click.option("--program", "program_name", default=None,
-              help="medcoder | clh | verify | a compiled .json (default: the compiled program shipped for "
-              "the model, else clh).")
-@lm_options()
+              help="medcoder | clh | verify | a compiled .json (default: medcoder with --model none, the "
+              "compiled program shipped for the model, else clh).")
+@lm_options("none", "'none' (the coding rules alone, no LM), 'local' (embedded), 'local:/path.gguf', or a "
+            "LiteLLM model string (openai/..., anthropic/..., ollama_chat/..., hosted_vllm/...).")
 @click.option("--input", "input_spec", default=None,
               help="Batch input: notes.jsonl or a dataset spec (aci:valid, mdace:test, jsonl:PATH).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -873,7 +875,8 @@ def print_estimate(guess, as_json: bool) -> None:
 
 def print_compile_run(run, path: Path) -> None:
     after = f"{run.after.micro_f1:.3f}" if run.after else "not scored"
-    console.print(f"dev micro F1 {run.before.micro_f1:.3f} -> {after} ({run.status}, {run.lm_calls:,} LM calls)", highlight=False)
+    console.print(f"dev micro F1 {run.before.micro_f1:.3f} -> {after} ({run.status}, {run.lm_calls:,} LM calls); "
+                  f"the rules alone (--model none): {run.floor.micro_f1:.3f}", highlight=False)
     if run.message:
         err_console.print(f"[yellow]{run.message}[/]", highlight=False)
     console.print(f"Saved [bold]{path}[/]", highlight=False)
@@ -897,7 +900,7 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
     """Run hand-written and compiled programs on the same notes; scores, CI of the gain, cost."""
     from data.outputs import check_output
     from icd_graph.kb import KnowledgeBase
-    from optimizers.compare import compare, plot as plot_comparison, pyplot, run_system
+    from optimizers.compare import FLOOR, compare, plot as plot_comparison, pyplot, run_system
     from optimizers.compile import gold_examples
     from programs.errors import ProgramFileError
     from programs.lm import make_lm
@@ -918,7 +921,9 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
         systems += [(str(path), program.name, str(path), program) for path, program in compiled]
         lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
         runs = []
-        with notes_progress(len(systems) * len(data.records), as_json) as advance:
+        with notes_progress((len(systems) + 1) * len(data.records), as_json) as advance:
+            runs.append(run_system(FLOOR, build_program("medcoder", kb), data.records, None, program_name="medcoder",
+                                   threads=threads, on_note=advance))
             for label, name, source, program in systems:
                 runs.append(run_system(label, program, data.records, lm, program_name=name, compiled=source,
                                        threads=threads, on_note=advance))
@@ -952,24 +957,27 @@ def print_comparison(comparison) -> None:
 
     quality = Table(title=f"{comparison.dataset}: hand-written vs compiled", box=box.SIMPLE_HEAD)
     cost = Table(box=box.SIMPLE_HEAD)
-    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]"):
+    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]", "vs floor [95% CI]"):
         quality.add_column(column, justify="left" if column == "system" else "right")
     for column in ("system", "LM calls", "tokens", "unparsed answers", "s/note"):
         cost.add_column(column, justify="left" if column == "system" else "right")
     for row in comparison.rows:
         item = row.as_dict()
         name = Path(item["compiled"]).name if item["compiled"] else item["system"]
-        diff = item["difference"]
-        gain = f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
+        gain, floor = (
+            f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
+            for diff in (item["difference"], item["vs_floor"])
+        )
         quality.add_row(
             name, f"{item['micro']['f1']:.3f}", f"{item['macro']['f1']:.3f}", f"{item['category_micro']['f1']:.3f}",
-            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain,
+            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain, floor,
         )
         cost.add_row(name, f"{item['lm_calls']:,}", f"{item['prompt_tokens'] + item['completion_tokens']:,}",
                      str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}")
     console.print(quality)
     console.print(cost)
-    console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program (paired bootstrap). "
+    console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program; vs floor: minus the "
+                  "rules alone (MedCoder, --model none); both paired bootstrap. "
                   "LM calls include cache hits; tokens count the calls the model answered.[/]", highlight=False)
     for row in comparison.rows:
         for note_id, error in row.run.failed:

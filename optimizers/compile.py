@@ -239,6 +239,7 @@ class CompileRun:
     program: dspy.Module
     status: str
     plan: Plan
+    floor: DevScore
     before: DevScore
     after: DevScore | None
     lm_calls: int
@@ -255,7 +256,8 @@ def run_optimizer(
     proposer: dspy.BaseLM | None = None,
     on_call: Callable[[int], None] | None = None,
 ) -> CompileRun:
-    """Scores the hand-written program on dev, optimizes it, scores the result.
+    """Scores the program's rules alone (no model: the floor a compiled program must beat) and
+    the hand-written program on dev, optimizes it, scores the result.
 
     Never raises for an interrupted, over-budget or failed optimizer: the returned run says
     which (status complete | interrupted | budget-exhausted | failed) and holds the best program
@@ -269,6 +271,8 @@ def run_optimizer(
     tracker = BestTracker(devset)
     budget = settings.budget if optimizer.name != "gepa" else None
     errors = len(trainset) + len(devset) + 1
+    with dspy.context(lm=None):
+        floor = evaluate_dev(student, devset, settings.threads)
     with dspy.context(callbacks=[*dspy.settings.callbacks, counter], max_errors=errors):
         check_model(student, devset)
         before = evaluate_dev(student, devset, settings.threads)
@@ -296,7 +300,7 @@ def run_optimizer(
                 status, message = "interrupted", "interrupted while scoring the result on dev; saved it unscored"
         if after is not None and after.notes and after.failures == after.notes and status == "complete":
             status, message = "failed", f"every dev note failed in the final scoring: {last_failure(counter)}"
-    return CompileRun(compiled, status, plan, before, after, counter.calls, message)
+    return CompileRun(compiled, status, plan, floor, before, after, counter.calls, message)
 
 
 def check_model(student: dspy.Module, devset: Sequence[dspy.Example]) -> None:
@@ -423,7 +427,11 @@ def run_metadata(run: CompileRun, settings: Settings, **extra: Any) -> dict[str,
         "status": run.status,
         "message": run.message,
         "lm_calls": run.lm_calls,
-        "scores": {"before": run.before.as_dict(), "after": run.after.as_dict() if run.after else None},
+        "scores": {
+            "floor": run.floor.as_dict(),
+            "before": run.before.as_dict(),
+            "after": run.after.as_dict() if run.after else None,
+        },
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }
@@ -525,24 +533,45 @@ def check_stage(saved: Any) -> str | None:
 
 def apply_compiled(module: dspy.Module, compiled: Compiled, source: Path | str = "compiled file") -> dspy.Module:
     """Loads the compiled state into a freshly built program of the same kind, once its stages
-    and their fields match the program's."""
+    match the program's and each stage's saved fields fit the stage's fields (`fitted_fields`)."""
     stages = dict(module.named_predictors())
     if set(compiled.state) != set(stages):
         raise CompiledFileError(
             f"{source}: its stages ({', '.join(sorted(compiled.state))}) are not those of program "
             f"{compiled.program!r} ({', '.join(sorted(stages))}); recompile it"
         )
+    state = {}
     for name, predictor in stages.items():
-        saved = len(compiled.state[name]["signature"]["fields"])
-        if saved != len(predictor.signature.fields):
+        saved = compiled.state[name]
+        fields = fitted_fields(predictor.signature, saved["signature"]["fields"])
+        if fields is None:
             raise CompiledFileError(
-                f"{source}: stage {name!r} has {saved} fields, program {compiled.program!r} has "
-                f"{len(predictor.signature.fields)}; recompile it"
+                f"{source}: the {len(saved['signature']['fields'])} fields saved for stage {name!r} do not fit the "
+                f"{len(predictor.signature.fields)} fields of program {compiled.program!r}; recompile it"
             )
+        state[name] = {**saved, "signature": {**saved["signature"], "fields": fields}}
     try:
-        module.load_state(compiled.state)
+        module.load_state(state)
     except (KeyError, TypeError, ValueError) as exc:
         raise CompiledFileError(
             f"{source}: its state does not fit program {compiled.program!r} (stage {exc} differs); recompile it"
         ) from None
     return module
+
+
+def fitted_fields(signature, saved: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """The saved {prefix, description} of each field of `signature`, in its order, or None when
+    they do not fit. As many as the signature has: taken in order (DSPy's own rule). Fewer (a
+    file compiled before a field was added): each saved field goes to the field with its prefix,
+    in order, and an added field keeps its own text; DSPy would shift them onto the wrong fields."""
+    current = [{"prefix": f.json_schema_extra["prefix"], "description": f.json_schema_extra["desc"]}
+               for f in signature.fields.values()]
+    if len(saved) == len(current):
+        return saved
+    fitted, rest = [], list(saved)
+    for field in current:
+        if rest and rest[0]["prefix"] == field["prefix"]:
+            fitted.append(rest.pop(0))
+        else:
+            fitted.append(field)
+    return fitted if not rest and len(saved) < len(current) else None

@@ -31,6 +31,7 @@ from dspy.utils.exceptions import (  # noqa: E402
 from programs.errors import ModelError, NoteError  # noqa: E402
 
 LOCAL = "local"
+NONE = "none"
 SERVER_KEYS = ("api_base", "base_url")
 
 
@@ -50,8 +51,8 @@ def make_lm(
     max_tokens: int = 1024,
     num_retries: int = 3,
     cache: bool = True,
-) -> dspy.LM:
-    """A `dspy.LM` for `model`.
+) -> dspy.LM | None:
+    """A `dspy.LM` for `model`; None for 'none' (every stage runs its rules, no LM is loaded).
 
     - 'local' or 'local:/path/model.gguf': the embedded llama.cpp model (programs.local).
     - 'openai/gpt-4o-mini', 'anthropic/...', 'ollama_chat/...', 'hosted_vllm/...': LiteLLM strings.
@@ -62,7 +63,11 @@ def make_lm(
     of retries of a failed, empty or unreadable answer.
     """
     if not model or not model.strip():
-        raise ModelError("no model given: pass --model local, or a model string such as openai/gpt-4o-mini")
+        raise ModelError("no model given: pass --model none, local, or a model string such as openai/gpt-4o-mini")
+    if model == NONE:
+        if api_base:
+            raise ModelError("--api-base goes with a model; --model none runs the coding rules alone")
+        return None
     if model == LOCAL or model.startswith(f"{LOCAL}:"):
         from programs.local import local_lm
 
@@ -163,9 +168,9 @@ def use_answer_cache() -> None:
         dspy.cache = AnswerCache(dspy.cache)
 
 
-def history_cost(lm: dspy.LM, start: int = 0) -> float:
-    """The summed cost (USD) of the calls in `lm.history[start:]` that report one."""
-    return sum(entry.get("cost") or 0.0 for entry in lm.history[start:])
+def history_cost(lm: dspy.LM | None, start: int = 0) -> float:
+    """The summed cost (USD) of the calls in `lm.history[start:]` that report one (0 with no LM)."""
+    return 0.0 if lm is None else sum(entry.get("cost") or 0.0 for entry in lm.history[start:])
 
 
 def model_error(exc: Exception, lm: dspy.BaseLM) -> ModelError | NoteError:
