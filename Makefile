@@ -24,7 +24,7 @@ install-local: $(BIN)/python
 kb: install
 	$(BIN)/python cli.py icd build
 
-demo: install-local kb
+demo: kb
 	$(BIN)/python cli.py predict $(NOTE)
 
 test: install-local
@@ -32,4 +32,5 @@ test: install-local
 
 bench: install-local
 	$(BIN)/python bench/icd_bench.py
+	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py
