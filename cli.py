@@ -786,9 +786,12 @@ def compile_command(program_name, model, api_base, api_key, timeout, retries, tr
     from optimizers.compile import (CompileFailed, dataset_metadata, estimate, gold_examples, run_metadata,
                                     run_optimizer, save_compiled)
     from optimizers.registry import Settings, get_optimizer
-    from programs.lm import make_lm
+    from programs.lm import NONE, make_lm
     from programs.registry import build_program
 
+    if model == NONE:
+        raise click.BadParameter("none runs the coding rules, which have no prompts to compile: give the model to "
+                                 "compile for", param_hint="'--model'")
     optimizer = get_optimizer(optimizer_name)
     settings = Settings(budget=budget, threads=threads, seed=seed, max_demos=max_demos, candidates=candidates)
     check_output(out, "--out")
