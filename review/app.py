@@ -8,6 +8,8 @@ import logging
 from collections.abc import Collection
 from pathlib import Path
 
+import jinja2  # noqa: F401 - the templates need it; an ImportError here names the missing extra
+import python_multipart  # noqa: F401 - forms need it
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount

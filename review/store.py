@@ -31,6 +31,10 @@ from review.model import NoteReview
 from review.predictions import Predicted
 
 
+def encoded(payload: object) -> bytes:
+    return (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -73,7 +77,8 @@ class ReviewStore:
         self.has_gold = any(record.codes for record in self.records)
         self._lock = threading.Lock()
         self._notes: dict[str, NoteReview] = {}
-        self._foreign: list[str] = []
+        self._lines: dict[str, bytes] = {}  # each note's line as last written, so a save encodes one note
+        self._foreign: list[bytes] = []
         self._signature: tuple | None = None
         self.out.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
@@ -149,6 +154,7 @@ class ReviewStore:
             before = self._current(record)
             after = change(before, self.reviewer, self.clock())
             if after != before:
+                self._lines.pop(record.id, None)
                 if after.touched:
                     self._notes[record.id] = after
                 else:
@@ -188,7 +194,7 @@ class ReviewStore:
         if signature == self._signature:
             return
         notes: dict[str, NoteReview] = {}
-        foreign: list[str] = []
+        foreign: list[bytes] = []
         if signature is not None:
             try:
                 lines = list(read_json_lines(self.out))
@@ -197,7 +203,7 @@ class ReviewStore:
             for where, payload in lines:
                 note_id = str(payload.get("id")) if isinstance(payload, dict) else None
                 if note_id not in self.position:
-                    foreign.append(json.dumps(payload, ensure_ascii=False))
+                    foreign.append(encoded(payload))
                     continue
                 note = model.from_line(payload, where)
                 if note.text != self.records[self.position[note_id]].text:
@@ -206,16 +212,18 @@ class ReviewStore:
                 if note_id in notes:
                     raise ReviewError(f"{where}: note {note_id} appears twice")
                 notes[note_id] = note
-        self._notes, self._foreign, self._signature = notes, foreign, signature
+        self._notes, self._foreign, self._signature, self._lines = notes, foreign, signature, {}
 
     def _write(self) -> None:
-        lines = [json.dumps(model.to_line(self._notes[r.id]), ensure_ascii=False)
-                 for r in self.records if r.id in self._notes] + self._foreign
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.out.parent,
-                                             prefix=f".{self.out.name}.", suffix=".tmp", delete=False)
+        for note_id, note in self._notes.items():
+            if note_id not in self._lines:
+                self._lines[note_id] = encoded(model.to_line(note))
+        lines = [self._lines[r.id] for r in self.records if r.id in self._notes] + self._foreign
+        handle = tempfile.NamedTemporaryFile("wb", dir=self.out.parent, prefix=f".{self.out.name}.", suffix=".tmp",
+                                             delete=False)
         try:
             with handle:
-                handle.write("".join(line + "\n" for line in lines))
+                handle.write(b"".join(lines))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(handle.name, self.out)

@@ -1,5 +1,5 @@
-"""Fixtures of the review tests: a small notes dataset (the example notes, a note written as
-HTML with a script in it, one note the program finds nothing in) and the predictions a real
+"""Fixtures of the review tests: a small notes dataset (the example notes, gold codes for one
+of them, a note written as HTML with a script in it) and the predictions a real
 program run makes for it: `predict --program medcoder` through DSPy -> LiteLLM -> HTTP to
 the scripted OpenAI-compatible server on 127.0.0.1."""
 
@@ -41,7 +41,8 @@ def notes_file(tmp_path_factory) -> Path:
     notes = {path.stem: path.read_text(encoding="utf-8") for path in sorted(EXAMPLES.glob("*.txt"))}
     notes["html-note"] = SCRIPT_NOTE
     path = tmp_path_factory.mktemp("review-data") / "notes.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "text": t, "codes": []}) + "\n" for i, t in notes.items()))
+    gold = {"diabetes_followup": ["E11.3293", "E11.42", "I10", "E78.5", "E66.9"]}
+    path.write_text("".join(json.dumps({"id": i, "text": t, "codes": gold.get(i, [])}) + "\n" for i, t in notes.items()))
     return path
 
 

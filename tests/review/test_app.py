@@ -59,8 +59,9 @@ def test_queue_with_progress_and_filters(client, store):
     page = client.get("/")
     assert page.status_code == 200
     assert all(note_id in page.text for note_id in ids(store)) and "<b>0</b> / 4 reviewed" in page.text
-    assert "model differs from gold" not in page.text  # the dataset has no gold codes
     assert client.get("/?filter=reviewed").text.count("/notes/") == 0
+    differs = client.get("/?filter=gold").text  # the one note with gold codes, which the program missed in part
+    assert "model differs from gold" in differs and differs.count("/notes/") == 1 and "diabetes_followup" in differs
     assert client.get("/?filter=nonsense").status_code == 404
     assert client.get("/notes/99").status_code == 404
 
@@ -75,6 +76,9 @@ def test_the_note_with_its_evidence_and_suggestions(client, store):
     assert '<b data-o="673" class="heading">ASSESSMENT AND PLAN:</b>' in page
     assert "rerank: proposed Essential hypertension: I10" in page  # the trace, folded
     assert page.count('class="card c') == 4 and "4 to decide" in page
+    gold = re.search(r'<details id="gold".*?</details>', page, re.S).group(0)  # folded until asked for
+    assert "<code>E11.42</code> Type 2 diabetes mellitus with diabetic polyneuropathy" in gold
+    assert "(not among the coder's codes)" in gold and "✓" not in gold
 
 
 def test_accept_reject_replace_add_remove_done(client, store):
