@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from icd_graph.codes import referenced
 from programs.errors import NoteError
-from programs.result import CodedDiagnosis, Evidence, StageTrace
+from programs.result import CodedDiagnosis, Evidence, Span, StageTrace
 from programs.spans import TOKEN, locate
 
 UNSPECIFIC = ("unspecified", "without complications")
@@ -80,16 +80,19 @@ class Assembler:
             trace.log.append(repair.reason)
         return repair.code
 
-    def add(self, raw: str, quotes: Iterable[str], rationale: str, trace: StageTrace, context: str = "") -> str | None:
-        """Repair `raw`, locate its quotes; log in `trace`. Returns the code kept, or None."""
+    def add(self, raw: str, quotes: Iterable[str | Span], rationale: str, trace: StageTrace, context: str = "") -> str | None:
+        """Repair `raw`, locate its quotes (a Span is where the rules found it); log in `trace`.
+        Returns the code kept, or None."""
         code = self.repair(raw, trace, context)
         if code is None:
             return None
         evidence, rationales = self._codes.setdefault(code, ([], []))
         for quote in quotes:
-            found = locate(self.note, quote)
+            found = Evidence(quote.text, quote, "exact") if isinstance(quote, Span) else locate(self.note, quote)
             if found.span is None:
                 trace.log.append(f"{code}: evidence {quote!r} not found in the note; no span")
+            elif found.match == "fuzzy":
+                trace.log.append(f"{code}: evidence {quote!r} is not verbatim; aligned to {found.span.text!r}")
             if all(found.span != known.span or found.quote != known.quote for known in evidence):
                 evidence.append(found)
         if rationale and rationale not in rationales:
