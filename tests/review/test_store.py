@@ -181,3 +181,18 @@ def test_the_file_is_a_dataset_only_with_finished_notes(open_store, tmp_path):
     assert [r.id for r in loaded.records] == ["diabetes_followup"]
     assert loaded.records[0].codes == ("E11.65", "E66.9", "E78.5", "I10")
     assert loaded.report.remarks == ("1 notes still under review left out (review status 'in progress')",)
+
+
+def test_predictions_of_the_no_lm_floor_are_reviewable(dataset, notes_file, kb_path, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    out = tmp_path / "floor.jsonl"
+    result = CliRunner().invoke(cli, ["predict", "--input", f"jsonl:{notes_file}", "--output", str(out),
+                                      "--program", "medcoder", "--model", "none", "--db", str(kb_path), "--json"])
+    assert result.exit_code == 0, result.output
+    found, _ = read_predictions(out, {r.id: r.text for r in dataset.records})
+    diabetes = found["diabetes_followup"]
+    assert {"I10", "E78.5"} <= {s.code for s in diabetes.suggestions}
+    assert all(s.spans for s in diabetes.suggestions) and diabetes.trace
