@@ -122,7 +122,7 @@ class ReviewStore:
         """(reviewed, total) notes."""
         with self._locked():
             self._refresh()
-            return sum(note.done for note in self._notes.values() if note.id in self.position), len(self.records)
+            return sum(note.done for note in self._notes.values()), len(self.records)
 
     def reviews(self) -> list[NoteReview]:
         return [row.note for row in self.queue("all")]

@@ -61,7 +61,7 @@ def note_page(request: Request):
 
 def panel(request: Request, n: int, status: int = 200, message: str = ""):
     store = request.app.state.store
-    context = note_context(store, n, request.query_params.get("filter", "all"))
+    context = note_context(store, n, filter_of(request))
     return page(request, "_panel.html", {**context, "message": message, "oob": True}, status)
 
 
