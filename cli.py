@@ -987,5 +987,74 @@ def print_comparison(comparison) -> None:
             err_console.print(f"[yellow]{row.run.label} {note_id}:[/] {error}", highlight=False)
 
 
+# --- review -------------------------------------------------------------------------------
+
+
+@cli.command("review")
+@click.option("--dataset", required=True, help="The notes: jsonl:PATH, aci:SPLITS (gold codes with --labels), mdace:...")
+@click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The program's codes: predict --output lines, or {\"id\", \"codes\", \"evidence\"?} lines.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The coder's decisions, a jsonl: dataset; a rerun with the same file continues.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. Anything but loopback lets others on the network read the notes.")
+@click.option("--reviewer", default=None, help="Name recorded with each decision (default: the login name).")
+@dataset_options
+@db_option
+def review_command(dataset: str, predictions: Path, out: Path, port: int, host: str, reviewer: str | None,
+                   labels: Path | None, mimic_notes: Path | None, db: Path | None) -> None:
+    """Review a program's codes in the browser: the note with each code's evidence highlighted;
+    accept, reject, replace or add codes. Every decision is saved at once to --out, which
+    `compile --train jsonl:OUT` and `evaluate --dataset jsonl:OUT` read as it is."""
+    import getpass
+
+    from data.outputs import check_output, same_file
+    from data.specs import parse_spec
+    from review.errors import ReviewError
+
+    try:
+        from review.codes import CodeBook
+        from review.predictions import read_predictions
+        from review.server import is_loopback, serve
+        from review.store import ReviewStore
+    except ImportError as exc:
+        raise ReviewError(f"the review app needs its extra ({exc.name} is missing): pip install -e '.[review]'") from None
+    check_output(out, "--out")
+    spec = parse_spec(dataset)
+    inputs = [predictions] + ([Path(spec.parts[0])] if spec.kind == "jsonl" else [])
+    if any(same_file(path, out) for path in inputs):
+        raise ReviewError(f"--out {out} is an input file: give another file for the decisions")
+    try:
+        reviewer = reviewer or getpass.getuser()
+    except (KeyError, OSError):
+        reviewer = "coder"
+    with knowledge_base(db) as kb:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, kb)
+        print_load_report(loaded)
+        predicted, unknown = read_predictions(predictions, {record.id: record.text for record in loaded.records})
+        if unknown:
+            err_console.print(f"[yellow]{len(unknown)} predictions for notes not in {loaded.name}[/] (ignored): "
+                              f"{', '.join(unknown[:10])}", highlight=False)
+        store = ReviewStore(loaded.records, predicted, out, CodeBook(kb), reviewer)
+        reviewed, total = store.progress()
+        if not is_loopback(host):
+            err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address can read "
+                              "the notes and change decisions (there is no login)", highlight=False)
+
+        served: list[str] = []
+
+        def ready(url: str) -> None:
+            served.append(url)
+            console.print(f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; decisions saved to {out}). "
+                          "Ctrl-C stops.", highlight=False, soft_wrap=True)
+
+        try:
+            serve(store, host, port, on_ready=ready)
+        finally:
+            if served:
+                err_console.print(f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}", highlight=False)
+
+
 if __name__ == "__main__":
     cli()

@@ -237,6 +237,15 @@ CASES = {
                                       "a-file is a file, not a folder"),
     "compare a broken compiled file": Case("compare --compiled {w}/compiled-demos.json --dataset jsonl:{w}/notes.jsonl {db}", 1,
                                            '"demos" must be a list of objects', reports=True),
+    # review: exit 1
+    "review out over the predictions": Case("review --dataset jsonl:{w}/notes.jsonl --predictions {w}/notes.jsonl "
+                                            "--out {w}/notes.jsonl {db}", 1, "is an input file"),
+    "review out under a file": Case("review --dataset jsonl:{w}/notes.jsonl --predictions {w}/notes.jsonl "
+                                    "--out {w}/a-file/d.jsonl {db}", 1, "a-file is a file, not a folder"),
+    "review missing predictions": Case("review --dataset jsonl:{w}/notes.jsonl --predictions {w}/none.jsonl "
+                                       "--out {w}/out/d.jsonl {db}", 1, "none.jsonl", reports=True),
+    "review port out of range": Case("review --dataset jsonl:{w}/notes.jsonl --predictions {w}/notes.jsonl "
+                                     "--out {w}/out/d.jsonl --port 70000", 2, "70000 is not in the range"),
 }
 COMPILED_CASES = {
     "not-json": "not JSON",
