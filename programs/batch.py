@@ -153,6 +153,6 @@ def run_batch(
     if stop is not None:
         saved = summary.skipped + summary.written
         raise ModelError(
-            f"{stop}; {saved} of {len(records)} notes are saved in {output}: rerun the same command to resume"
+            f"{stop}; {saved} of {len(records)} notes are saved in {output}: rerun with --output {output} to resume"
         )
     return summary

@@ -222,7 +222,7 @@ CASES = {
                           "empty answers"),
     "batch against a dead model": Case("predict --input {w}/notes.jsonl --output {w}/out/p.jsonl --model scripted "
                                        "--program medcoder --api-base {dead} --retries 0 {db}", 1,
-                                       "0 of 2 notes are saved in {w}/out/p.jsonl: rerun the same command to resume"),
+                                       "0 of 2 notes are saved in {w}/out/p.jsonl: rerun with --output {w}/out/p.jsonl to resume"),
     # compile and compare: exit 1
     "compile out under a file": Case("compile --program medcoder {DATA} --optimizer bootstrap --out {w}/a-file/c.json", 1,
                                      "a-file is a file, not a folder"),

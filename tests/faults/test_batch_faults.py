@@ -59,7 +59,7 @@ def test_500_notes_20_percent_failing_calls_sigkill_and_rerun(kb_path, medcoder,
             if done.returncode == 0:
                 break
             assert done.returncode == 1, done.stderr
-            assert "rerun the same command to resume" in done.stderr.strip().splitlines()[-1]
+            assert f"rerun with --output {out} to resume" in done.stderr.strip().splitlines()[-1]
         seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]

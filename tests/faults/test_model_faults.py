@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from cli import cli
 from data.records import NoteRecord
 from programs.batch import code_note, run_batch
+from programs.errors import ModelError
 from programs.lm import make_lm
 from tests.faults.conftest import SCRIPT, SECRET, note_text
 from tests.faults.fault_server import FAILURES, KINDS, FaultServer, Plan
@@ -103,7 +104,7 @@ def test_an_answer_that_never_parses_falls_back_and_says_so(kb_path, isolated_ca
 def test_an_empty_answer_is_never_cached(medcoder, baseline, isolated_cache):
     isolated_cache()
     with FaultServer(Plan(first=99, kinds=("empty",)), SCRIPT) as server:
-        with pytest.raises(Exception, match="empty answers"):
+        with pytest.raises(ModelError, match="empty answers"):
             code_note(medcoder, note_text(1), lm_for(server, retries=0))
         server.plan = Plan()
         asked = server.tally.requests
@@ -155,7 +156,7 @@ def test_a_batch_stopped_by_the_model_keeps_the_notes_in_flight_and_resumes(medc
     records = [NoteRecord(f"n{n}", note_text(n), ()) for n in range(12)]
     out = tmp_path / "out.jsonl"
     with FaultServer(Poison("visit 0.", others="slow"), SCRIPT) as server:
-        with pytest.raises(Exception, match=r"of 12 notes are saved in .*out.jsonl: rerun the same command to resume") as stop:
+        with pytest.raises(ModelError, match=r"of 12 notes are saved in .*out.jsonl: rerun with --output .*out.jsonl to resume") as stop:
             run_batch(medcoder, records, out, lm_for(server, retries=0), threads=4)
         saved = {json.loads(line)["id"] for line in out.read_text().splitlines()}
         assert {"n1", "n2", "n3"} <= saved and len(saved) < 11, "the notes in flight are saved, the rest not started"
