@@ -15,6 +15,7 @@ from icd_graph.errors import IcdError
 console = Console()
 err_console = Console(stderr=True)
 DEFAULT_TIMEOUT = 300.0
+DECODINGS = ("auto", "grammar", "json-schema", "llama.cpp", "vllm", "off")
 
 
 class Main(click.Group):
@@ -65,9 +66,14 @@ def json_option(func):
 
 
 def lm_options(default_model: str | None = "local", model_help: str = ""):
-    """--model, --api-base, --api-key, --timeout and --retries: every command that calls a model."""
+    """--model, --api-base, --api-key, --timeout, --retries and --decoding: every command that
+    calls a model."""
 
     def decorate(func):
+        func = click.option("--decoding", type=click.Choice(DECODINGS), default="auto", show_default=True,
+                            help="How answers are constrained: auto (the embedded model's grammar, a JSON schema for "
+                            "models that take one, else off), json-schema, llama.cpp or vllm (a server at --api-base "
+                            "that takes a grammar), off (DSPy's adapters, the lenient reader).")(func)
         func = click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
                             help="Retries of a failed or empty LM answer (with backoff) before giving up.")(func)
         func = click.option("--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
@@ -93,6 +99,15 @@ def check_api_base(ctx, param, value: str | None) -> str | None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise click.BadParameter(f"{value!r} is not a URL: give http://HOST:PORT/v1", ctx, param)
     return value
+
+
+def check_decoding(model: str, api_base: str | None, decoding: str) -> None:
+    """A --decoding that does not go with the model is a usage error."""
+    from programs.lm import decoding_problem
+
+    problem = decoding_problem(model, api_base, decoding)
+    if problem:
+        raise click.UsageError(problem)
 
 
 def resolve_db(db: Path | None) -> Path:
@@ -456,7 +471,7 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
 @db_option
 @json_option
 def evaluate_command(dataset: str, predictions: Path | None, program_name: str | None, model: str | None, api_base: str | None,
-                     api_key: str | None, timeout: float, retries: int, threads: int, output: Path | None, labels: Path | None,
+                     api_key: str | None, timeout: float, retries: int, decoding: str, threads: int, output: Path | None, labels: Path | None,
                      mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
     """Score predictions against a dataset's gold codes: micro/macro and category P/R/F1, exact
     match, evidence token F1, and the recall after each program stage when the lines carry the
@@ -466,13 +481,14 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
     with --output) and score it in one step."""
     from data.errors import DatasetError
     from data.specs import parse_spec
-    from optimizers.evaluate import evaluate, read_predictions, read_results, stage_recall
+    from optimizers.evaluate import evaluate, read_predictions, read_results, stage_answers, stage_recall
     from programs.lm import make_lm
 
     if (predictions is None) == (program_name is None):
         raise DatasetError("give either --predictions FILE (score a file) or --program NAME --model M (run and score)")
-    if predictions is not None and (model or api_base or output or threads != 1):
-        raise DatasetError("--model, --api-base, --threads and --output go with --program, not --predictions")
+    if predictions is not None and (model or api_base or output or threads != 1 or decoding != "auto"):
+        raise DatasetError("--model, --api-base, --decoding, --threads and --output go with --program, not --predictions")
+    check_decoding(model or "none", api_base, decoding)
     if parse_spec(dataset).kind == "aci" and labels is None:
         raise DatasetError("evaluate on aci:* needs gold codes: pass --labels CSV (columns encounter_id, code)")
     if output is not None:
@@ -483,17 +499,20 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            lm = make_lm(model or "none", api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+            lm = make_lm(model or "none", api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
             run = run_program(program_name, validator, loaded.records, lm, threads, output, as_json)
             if run.failed and not (run.written or run.skipped):
                 raise DatasetError(f"none of the {len(loaded.records)} notes of {dataset} could be coded: {failures(run.failed)}")
             predictions = run.output
         predicted, flagged = read_predictions(predictions, validator=validator)
     result = evaluate(loaded.records, predicted, dataset=loaded.name, flagged_predictions=flagged)
-    stages = stage_recall(loaded.records, read_results(predictions))
+    results = read_results(predictions)
+    stages = stage_recall(loaded.records, results)
+    answers = stage_answers(results.values())
     if as_json:
         extra = {"run": run_payload(run)} if run else {}
-        print_json({**result.as_dict(), "stages": [s.as_dict() for s in stages], **extra, "load_report": loaded.report.as_dict()})
+        print_json({**result.as_dict(), "stages": [s.as_dict() for s in stages], "answers": [a.as_dict() for a in answers], **extra,
+                    "load_report": loaded.report.as_dict()})
         return
     scores = result.scores
     system = f"{program_name} ({model or 'none'})" if program_name else predictions.name
@@ -509,6 +528,8 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
     console.print(f"exact match {scores.exact_match:.3f}", highlight=False)
     if stages:
         print_stage_recall(stages)
+    if answers:
+        print_stage_answers([("", answers)])
     if result.missing:
         console.print(f"[yellow]{len(result.missing)} notes without a prediction[/] (scored as empty): {', '.join(result.missing[:10])}", highlight=False)
     if result.unknown:
@@ -553,6 +574,23 @@ def print_run(run) -> None:
     for note_id, error in run.failed:
         err_console.print(f"[yellow]{note_id}:[/] {error}", highlight=False)
     print_usage(run.usage, run.cost)
+
+
+def print_stage_answers(systems) -> None:
+    """Per (system, stages): each stage's LM answers, how they were decoded and read."""
+    table = Table(title="LM answers per stage")
+    named = any(name for name, _ in systems)
+    for column in (("system",) if named else ()) + ("stage", "answers", "constrained", "parse failures", "outside the list",
+                                                    "grammar overrode"):
+        table.add_column(column, justify="left" if column in ("system", "stage") else "right")
+    for name, stages in systems:
+        for i, row in enumerate(stages):
+            cells = (str(row.calls), str(row.constrained), str(row.parse_failures), str(row.outside), str(row.overridden))
+            table.add_row(*((name if i == 0 else "",) if named else ()), row.stage, *cells, end_section=i == len(stages) - 1)
+    console.print(table)
+    console.print("[dim]parse failures: read by DSPy's JSON retry, the lenient reader, or not at all (the stage's rules "
+                  "stood in); outside the list: a code or number the call did not list; grammar overrode: answers in "
+                  "which the embedded model's grammar replaced a token the model chose.[/]", highlight=False)
 
 
 def print_stage_recall(stages) -> None:
@@ -622,9 +660,11 @@ def retrieval_eval(
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Batch output JSONL; a rerun skips notes already in it.")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
+@click.option("--verbose", "-v", is_flag=True, help="With NOTE: every stage's dropped items with the reasons and its log.")
 @db_option
 @json_option
-def predict(note, program_name, model, api_base, api_key, timeout, retries, input_spec, output, threads, db, as_json) -> None:
+def predict(note, program_name, model, api_base, api_key, timeout, retries, decoding, input_spec, output, threads, verbose, db,
+            as_json) -> None:
     """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
     from icd_graph.kb import KnowledgeBase
     from programs.errors import BatchError
@@ -637,13 +677,14 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, inpu
         raise BatchError("--input needs --output PATH.jsonl for the predictions")
     if note is not None and output is not None:
         raise BatchError("--output goes with --input (a batch of notes); the codes of NOTE are printed")
+    check_decoding(model, api_base, decoding)
     records = batch_records(input_spec, output) if input_spec is not None else None
     text = read_note_arg(note) if note is not None else None
     with KnowledgeBase(resolve_db(db)) as kb:
         program = load_program(program_name or default_program(model), kb)
-        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
         if text is not None:
-            predict_one(program, text, lm, as_json)
+            predict_one(program, text, lm, as_json, verbose)
         else:
             predict_batch(program, input_spec, records, output, lm, threads, as_json)
 
@@ -679,7 +720,7 @@ def read_note_arg(note: str) -> str:
         raise NoteError(f"cannot read note {note}: {exc.strerror or exc}") from None
 
 
-def predict_one(program, text: str, lm, as_json: bool) -> None:
+def predict_one(program, text: str, lm, as_json: bool, verbose: bool = False) -> None:
     from programs.batch import code_note
 
     result = code_note(program, text, lm)
@@ -694,11 +735,14 @@ def predict_one(program, text: str, lm, as_json: bool) -> None:
         table.add_row(item.code, item.description, quotes or "(not found in note)", item.rationale)
     console.print(table)
     for stage in result.trace:
-        dropped = ", ".join(f"{d.item} ({d.reason})" for d in stage.dropped)
-        console.print(f"[dim]{stage.stage}:[/] {len(stage.proposed)} proposed, {len(stage.kept)} kept"
-                      + (f"; dropped {dropped}" if dropped else ""), highlight=False)
-        for line in stage.log:
-            console.print(f"[dim]  {line}[/]", highlight=False)
+        console.print(f"[dim]{stage.stage}:[/] {stage.summary()}", highlight=False)
+        if verbose:
+            for dropped in stage.dropped:
+                console.print(f"  dropped {dropped.item}: {dropped.reason}", style="dim", highlight=False, markup=False)
+            for line in stage.log:
+                console.print(f"  {line}", style="dim", highlight=False, markup=False)
+    if not verbose and any(stage.dropped or stage.log for stage in result.trace):
+        console.print("[dim](--verbose: what each stage dropped and why, and its log; --json: everything)[/]", highlight=False)
     print_usage(result.usage, None)
 
 
@@ -772,7 +816,7 @@ def print_usage(usage: dict, cost: float | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="compiled/NAME.json")
 @db_option
 @json_option
-def compile_command(program_name, model, api_base, api_key, timeout, retries, train_spec, dev_spec, labels, mimic_notes,
+def compile_command(program_name, model, api_base, api_key, timeout, retries, decoding, train_spec, dev_spec, labels, mimic_notes,
                     optimizer_name, budget, threads, reflection_model, candidates, max_demos, dev_notes, seed, dry_run, out,
                     db, as_json) -> None:
     """Optimize PROGRAM's prompts (demos, instructions) against gold codes and save it to --out."""
@@ -792,6 +836,7 @@ def compile_command(program_name, model, api_base, api_key, timeout, retries, tr
     if model == NONE:
         raise click.BadParameter("none runs the coding rules, which have no prompts to compile: give the model to "
                                  "compile for", param_hint="'--model'")
+    check_decoding(model, api_base, decoding)
     optimizer = get_optimizer(optimizer_name)
     settings = Settings(budget=budget, threads=threads, seed=seed, max_demos=max_demos, candidates=candidates)
     check_output(out, "--out")
@@ -808,7 +853,7 @@ def compile_command(program_name, model, api_base, api_key, timeout, retries, tr
         print_estimate(guess, as_json and dry_run)
         if dry_run:
             return
-        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
         proposer = lm
         if reflection_model:
             same_server = "/" not in reflection_model
@@ -898,7 +943,7 @@ def print_compile_run(run, path: Path) -> None:
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Bar chart PNG (needs matplotlib).")
 @db_option
 @json_option
-def compare_command(program_names, compiled_paths, model, api_base, api_key, timeout, retries, dataset, labels, mimic_notes,
+def compare_command(program_names, compiled_paths, model, api_base, api_key, timeout, retries, decoding, dataset, labels, mimic_notes,
                     threads, resamples, plot, db, as_json) -> None:
     """Run hand-written and compiled programs on the same notes; scores, CI of the gain, cost."""
     from data.outputs import check_output
@@ -911,6 +956,7 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
 
     if not program_names and not compiled_paths:
         raise ProgramFileError("give --program and/or --compiled files to compare")
+    check_decoding(model, api_base, decoding)
     if plot is not None:
         check_output(plot, "--plot")
         pyplot()
@@ -922,7 +968,7 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
         names = list(dict.fromkeys([*program_names, *(program.name for _, program in compiled)]))
         systems = [(name, name, None, build_program(name, kb)) for name in names]
         systems += [(str(path), program.name, str(path), program) for path, program in compiled]
-        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
         runs = []
         with notes_progress((len(systems) + 1) * len(data.records), as_json) as advance:
             runs.append(run_system(FLOOR, build_program("medcoder", kb), data.records, None, program_name="medcoder",
@@ -962,7 +1008,7 @@ def print_comparison(comparison) -> None:
     cost = Table(box=box.SIMPLE_HEAD)
     for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]", "vs floor [95% CI]"):
         quality.add_column(column, justify="left" if column == "system" else "right")
-    for column in ("system", "LM calls", "tokens", "unparsed answers", "s/note"):
+    for column in ("system", "LM calls", "tokens", "failed parses", "s/note"):
         cost.add_column(column, justify="left" if column == "system" else "right")
     for row in comparison.rows:
         item = row.as_dict()
@@ -979,6 +1025,8 @@ def print_comparison(comparison) -> None:
                      str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}")
     console.print(quality)
     console.print(cost)
+    print_stage_answers([(Path(row.run.compiled).name if row.run.compiled else row.run.label, row.run.answers())
+                         for row in comparison.rows if row.run.answers()])
     console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program; vs floor: minus the "
                   "rules alone (MedCoder, --model none); both paired bootstrap. "
                   "LM calls include cache hits; tokens count the calls the model answered.[/]", highlight=False)

@@ -16,6 +16,7 @@ import duckdb
 from icd_graph import graph
 from icd_graph.codes import normalize, undotted
 from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
+from icd_graph.grammar import CodeGrammar, code_grammar
 from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, TableRow, Validation
 from icd_graph.schema import SCHEMA_VERSION
 from icd_graph.vocabulary import tokenize
@@ -79,6 +80,8 @@ class KnowledgeBase:
         self._tree = None
         self._nodes = None
         self._tables: dict[str, list] = {}
+        self._code_grammar: CodeGrammar | None = None
+        self._grammar_lock = threading.Lock()
         self._tables_lock = threading.Lock()
 
     def __enter__(self) -> KnowledgeBase:
@@ -178,6 +181,17 @@ class KnowledgeBase:
         return Validation(code, key, True, False, reason, tuple(completions[:MAX_COMPLETIONS]), len(completions))
 
     # -- search and the alphabetic index ---------------------------------------------------
+
+    def billable_codes(self) -> list[str]:
+        """Every billable code of the release, sorted."""
+        return [code for (code,) in self._rows("SELECT code FROM nodes WHERE billable ORDER BY code")]
+
+    def code_grammar(self) -> CodeGrammar:
+        """The billable codes as a GBNF grammar (icd_graph.grammar), built on first use."""
+        with self._grammar_lock:
+            if self._code_grammar is None:
+                self._code_grammar = code_grammar(self.billable_codes())
+            return self._code_grammar
 
     def search(self, text: str, k: int = 20, source: str = "all") -> list[SearchHit]:
         """bm25s search: `tabular` (any node), `index` or `all` (both fused; billable codes only).

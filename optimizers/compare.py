@@ -4,7 +4,9 @@ Scores come from optimizers.evaluate (the same code as `cli.py evaluate`); each 
 program is compared with the hand-written program it was compiled from by a paired bootstrap
 of micro F1 (compiled minus hand-written), and every program with the floor (the run labelled
 FLOOR: MedCoder with no model) the same way. Cost is measured per system: LM calls, tokens,
-LM answers that failed to parse (counted even when an adapter retry recovered), seconds per note.
+adapter parses that failed (DSPy's ChatAdapter or JSONAdapter, counted even when its retry
+recovered the answer), per stage the answers decoded under a constraint, those that failed to
+parse and those naming a value outside the call's candidates, seconds per note.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from dspy.utils.callback import BaseCallback
 from data.checks import CodeChecker
 from data.records import NoteRecord
 from icd_graph.errors import IcdError
-from optimizers.evaluate import Evaluation, Prediction, evaluate, parse_prediction
+from optimizers.evaluate import Evaluation, Prediction, StageAnswers, evaluate, parse_prediction, stage_answers
 from optimizers.metrics import Difference, paired_bootstrap
+from programs.result import CodingResult
 
 
 FLOOR = "floor (--model none)"
@@ -35,7 +38,7 @@ class PlotUnavailable(IcdError):
 
 
 class NoteMeter(BaseCallback):
-    """LM calls and unparseable LM answers of one note."""
+    """LM calls and failed adapter parses of one note."""
 
     def __init__(self):
         self.calls = 0
@@ -87,6 +90,10 @@ class SystemRun:
     @property
     def parse_failures(self) -> int:
         return sum(n.parse_failures for n in self.notes)
+
+    def answers(self) -> list[StageAnswers]:
+        """How each stage's LM answers were decoded and read (optimizers.evaluate.stage_answers)."""
+        return stage_answers(CodingResult.from_dict(line["result"]) for line in self.lines)
 
     def tokens(self, kind: str) -> int:
         return sum(
@@ -151,6 +158,7 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         scores = self.evaluation.scores
         run = self.run
+        answers = run.answers()
         return {
             "system": run.label,
             "program": run.program,
@@ -166,6 +174,9 @@ class Row:
             "prompt_tokens": run.tokens("prompt_tokens"),
             "completion_tokens": run.tokens("completion_tokens"),
             "parse_failures": run.parse_failures,
+            "constrained_answers": sum(stage.constrained for stage in answers),
+            "answers_outside_candidates": sum(stage.outside for stage in answers),
+            "answers": [stage.as_dict() for stage in answers],
             "seconds_per_note": run.seconds_per_note,
             "failed_notes": [{"id": i, "error": e} for i, e in run.failed],
         }

@@ -1,5 +1,6 @@
 """Scores a predictions file ({"id", "codes", "evidence"?, "result"?} per line) against a
-dataset, and the recall after each stage of the programs' traces ("result")."""
+dataset, the recall after each stage of the programs' traces ("result"), and how each stage's
+LM answers were decoded and read."""
 
 from __future__ import annotations
 
@@ -171,4 +172,42 @@ def stage_recall(records: Sequence[NoteRecord], results: Mapping[str, CodingResu
             category_counts += counts(map(category, record.codes), map(category, codes))
             passed += len(codes)
         rows.append(StageRecall(stage, code_counts.recall, category_counts.recall, passed / len(records)))
+    return rows
+
+
+@dataclass(frozen=True)
+class StageAnswers:
+    """How one stage's LM calls went over the notes: answers decoded under a constraint, answers
+    that failed to parse (read by DSPy's JSON retry, the lenient reader, or not at all), answers
+    naming a value outside the candidates the call listed, and constrained answers in which the
+    grammar overrode the model (the embedded model, answers not served from DSPy's cache)."""
+
+    stage: str
+    calls: int
+    constrained: int
+    parse_failures: int
+    outside: int
+    overridden: int
+    paths: dict[str, int]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def stage_answers(results: Iterable[CodingResult]) -> list[StageAnswers]:
+    """Per stage that called an LM, in stage order, its answers summed over `results`."""
+    answers: dict[str, list] = {}
+    for result in results:
+        for trace in result.trace:
+            if trace.answers:
+                answers.setdefault(trace.stage, []).extend(trace.answers)
+    rows = []
+    for stage, calls in answers.items():
+        paths: dict[str, int] = {}
+        for answer in calls:
+            paths[answer.path] = paths.get(answer.path, 0) + 1
+        rows.append(StageAnswers(
+            stage, len(calls), sum(answer.constrained for answer in calls), sum(answer.parse_failed for answer in calls),
+            sum(answer.outside > 0 for answer in calls), sum(answer.overrides > 0 for answer in calls), paths,
+        ))
     return rows

@@ -4,19 +4,21 @@ with a logged fallback on malformed LM output, and the result wrapped in a Predi
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from icd_graph.vocabulary import tokenize
+from programs.answers import Narrowing, outside
 from programs.chunking import split_note
+from programs.decoding import CONSTRAINED, decoding
 from programs.extractor import Problem, ProblemExtractor
 from programs.floor import keep_problem
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
-from programs.result import CodedDiagnosis, CodingResult, StageTrace
+from programs.result import Answer, CodedDiagnosis, CodingResult, StageTrace
 from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
@@ -91,15 +93,16 @@ class CodingProgram(dspy.Module):
         fields: tuple[str, str],
         noun: str,
         reject: Callable[[str, str], str | None] | None = None,
+        narrow: Mapping[str, Narrowing] | None = None,
         **inputs,
     ) -> list[tuple[str, str]]:
         """The (item, companion) pairs `predictor` reads from every part of the note (with the
         other `inputs`) in its two parallel output `fields`, each item once (case ignored);
-        `reject(item, companion)` gives the reason to drop a pair, or None. All of it is logged
-        in `trace`."""
+        `reject(item, companion)` gives the reason to drop a pair, or None; `narrow` restricts
+        fields of the answer (`run_stage`). All of it is logged in `trace`."""
         found: dict[str, tuple[str, str]] = {}
         for part in self.parts(note, trace):
-            out = run_stage(predictor, trace, note=part, **inputs)
+            out = run_stage(predictor, trace, narrow, note=part, **inputs)
             if out is None:
                 continue
             for item, companion in paired(getattr(out, fields[0]), getattr(out, fields[1])):
@@ -138,19 +141,27 @@ def evidence_missing(note: str) -> Callable[[str, str], str | None]:
     return reject
 
 
-def run_stage(predictor: dspy.Predict, trace: StageTrace, **inputs) -> dspy.Prediction | None:
-    """The predictor's output. When DSPy's adapters cannot parse the LM's answer, what a lenient
-    reading finds in it; None (logged in `trace`) when that is nothing either, and the caller
-    then applies the stage's fallback."""
-    try:
-        return predictor(**inputs)
-    except AdapterParseError as exc:
-        outputs = lenient_parse(predictor.signature, exc.lm_response)
-        if any(outputs.values()):
-            trace.log.append(f"LM output not in the expected format ({_first_line(exc)}); read leniently")
-            return dspy.Prediction(**outputs)
-        trace.log.append(f"unparseable LM output ({_first_line(exc)}); stage fallback used")
-        return None
+def run_stage(predictor: dspy.Predict, trace: StageTrace, narrow: Mapping[str, Narrowing] | None = None,
+              **inputs) -> dspy.Prediction | None:
+    """The predictor's output, decoded under its answer schema with the `narrow`ed fields
+    (programs.decoding) when the model can be constrained. When DSPy's adapters cannot parse the
+    LM's answer, what a lenient reading finds in it; None (logged in `trace`) when that is
+    nothing either, and the caller then applies the stage's fallback. The path that produced
+    the answer is recorded in `trace.answers`."""
+    with decoding(predictor, narrow) as (mode, decoded, config):
+        try:
+            out = predictor(**inputs, **({"config": config} if config else {}))
+            path = mode if mode in CONSTRAINED else "json-retry" if decoded.parse_failures else "chat"
+        except AdapterParseError as exc:
+            outputs = lenient_parse(predictor.signature, exc.lm_response)
+            if any(outputs.values()):
+                trace.log.append(f"LM output not in the expected format ({_first_line(exc)}); read leniently")
+                out, path = dspy.Prediction(**outputs), "lenient"
+            else:
+                trace.log.append(f"unparseable LM output ({_first_line(exc)}); stage fallback used")
+                out, path = None, "unparsed"
+    trace.answers.append(Answer(path, outside(narrow, out) if out is not None else 0, decoded.overrides))
+    return out
 
 
 def paired(first: list[str] | None, second: list[str] | None) -> list[tuple[str, str]]:

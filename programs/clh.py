@@ -15,6 +15,7 @@ import dspy
 
 from icd_graph.codes import referenced
 from icd_graph.records import SearchHit
+from programs.answers import Codes, OneOf
 from programs.base import CodingProgram, has_model, listed_problems, run_stage
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
 from programs.floor import best_entry, choose, problem_query
@@ -151,7 +152,9 @@ class CodeLikeHumans(CodingProgram):
                 break
             listed = [f"{i}. {_show(entry)}" for i, entry in enumerate(entries, 1)]
             rule = best_entry(statement, [entry.path if entry.billable_codes else None for entry in entries])
-            out = run_stage(self.navigate, trace, statement=statement, lead_term=term, entries=listed, suggested=str(rule)) if has_model() else None
+            numbers = OneOf.of(range(len(entries) + 1))
+            out = run_stage(self.navigate, trace, {"choice": numbers}, statement=statement, lead_term=term, entries=listed,
+                            suggested=str(rule)) if has_model() else None
             choice = _number(out.choice) if out else rule
             if out is None:
                 trace.log.append(f"index: took entry {choice} under {term!r} (rules)")
@@ -210,7 +213,8 @@ class CodeLikeHumans(CodingProgram):
                     trace.drop(code, f"not accepted for {statement!r} by the coding rules")
             return suggested
         shown = [self.describe(code) for code in candidates]
-        out = run_stage(self.validate, trace, statement=statement, candidates=shown, suggested=suggested)
+        out = run_stage(self.validate, trace, {"accepted": OneOf.of(candidates)}, statement=statement, candidates=shown,
+                        suggested=suggested)
         if out is None:
             return suggested
         accepted = [str(code).strip() for code in out.accepted or []]
@@ -244,7 +248,8 @@ class CodeLikeHumans(CodingProgram):
         trace.proposed.extend(codes)
         out = None
         if has_model():
-            out = run_stage(self.reconcile, trace, statements=statements, candidates=[self.describe(c) for c in codes], suggested=codes)
+            out = run_stage(self.reconcile, trace, {"final_codes": Codes(self.kb.code_grammar())}, statements=statements,
+                            candidates=[self.describe(c) for c in codes], suggested=codes)
         chosen = [str(code).strip() for code in out.final_codes or []] if out else []
         if not chosen:
             if has_model():

@@ -28,6 +28,7 @@ from dspy.utils.exceptions import (  # noqa: E402
     LMUnexpectedError,
 )
 
+from programs.decoding import AUTO, GRAMMAR, MODES, OFF, SERVER_MODES  # noqa: E402
 from programs.errors import ModelError, NoteError  # noqa: E402
 
 LOCAL = "local"
@@ -51,6 +52,7 @@ def make_lm(
     max_tokens: int = 1024,
     num_retries: int = 3,
     cache: bool = True,
+    decoding: str = AUTO,
 ) -> dspy.LM | None:
     """A `dspy.LM` for `model`; None for 'none' (every stage runs its rules, no LM is loaded).
 
@@ -60,10 +62,14 @@ def make_lm(
       ('hosted_vllm/', which sends `max_tokens`, the limit llama.cpp and vLLM servers honour).
       'openai/...' with `api_base` needs `api_key` (or OPENAI_API_KEY) even for a local server.
     `timeout` bounds the wait for one answer of a server (seconds); `num_retries` is the number
-    of retries of a failed, empty or unreadable answer.
+    of retries of a failed, empty or unreadable answer. `decoding` is how answers are constrained
+    (programs.decoding; `decoding_problem` says which go with which model).
     """
     if not model or not model.strip():
         raise ModelError("no model given: pass --model none, local, or a model string such as openai/gpt-4o-mini")
+    problem = decoding_problem(model, api_base, decoding)
+    if problem:
+        raise ModelError(problem)
     if model == NONE:
         if api_base:
             raise ModelError("--api-base goes with a model; --model none runs the coding rules alone")
@@ -71,12 +77,14 @@ def make_lm(
     if model == LOCAL or model.startswith(f"{LOCAL}:"):
         from programs.local import local_lm
 
-        return local_lm(model.partition(":")[2] or None)
+        lm = local_lm(model.partition(":")[2] or None)
+        lm.decoding = decoding
+        return lm
     if api_base and "/" not in model:
         model = f"hosted_vllm/{model}"
     extra = {key: value for key, value in (("api_base", api_base), ("api_key", api_key), ("timeout", timeout)) if value}
     use_answer_cache()
-    return CheckedLM(
+    lm = CheckedLM(
         model,
         temperature=temperature,
         max_tokens=max_tokens,
@@ -84,6 +92,26 @@ def make_lm(
         cache=cache,
         **extra,
     )
+    lm.decoding = decoding
+    return lm
+
+
+def decoding_problem(model: str, api_base: str | None, decoding: str) -> str | None:
+    """Why `decoding` cannot go with `model` (and `api_base`), or None: the embedded model
+    decodes its own grammar (or nothing: 'off'), the server kinds need the server's URL, and a
+    server model cannot run the embedded grammar."""
+    if decoding not in MODES:
+        return f"unknown decoding {decoding!r}: use one of {', '.join(MODES)}"
+    local = model == LOCAL or model.startswith(f"{LOCAL}:")
+    if model == NONE and decoding != AUTO:
+        return "--decoding goes with a model; --model none runs the coding rules alone"
+    if local and decoding not in (AUTO, GRAMMAR, OFF):
+        return f"--decoding {decoding} is for model servers; the embedded model decodes under its grammar (auto) or off"
+    if not local and decoding == GRAMMAR:
+        return "--decoding grammar is the embedded model's; for a server give llama.cpp, vllm or json-schema"
+    if decoding in SERVER_MODES and not api_base:
+        return f"--decoding {decoding} names the server at --api-base: give --api-base http://HOST:PORT/v1"
+    return None
 
 
 class CheckedLM(dspy.LM):

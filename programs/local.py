@@ -17,6 +17,8 @@ import numpy as np
 from dspy.lm15 import ContextLengthError, Message, Request, Response, Usage, response_to_events
 
 from icd_graph.errors import IcdError
+from programs.decoding import answer_schema_of, note_overrides
+from programs.gbnf import to_gbnf
 
 INSTALL_HINT = "pip install -e '.[local]'"
 N_CTX = 8192
@@ -100,6 +102,13 @@ def _capped(schema: Any) -> Any:
     return capped
 
 
+def answer_grammar(schema: dict[str, Any]):
+    """The llama.cpp grammar of an answer schema."""
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(to_gbnf(schema), verbose=False)
+
+
 def generation_threads() -> int:
     """Every available core up to 4, else half of them."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -153,13 +162,17 @@ class LlamaEngine:
     pieces rounds differently from reading it whole, so a weak model's greedy answer can depend
     on which earlier prompt was reused (llama.cpp's own reuse of the previous prompt already
     did this); DSPy's cache keeps repeated runs identical.
-    A JSON response format (DSPy's JSONAdapter, also its fallback after a ChatAdapter parse
-    failure) becomes a grammar, so the answer always parses, even from a small base model.
+    A call carrying an answer schema (programs.decoding: every call of a coding stage) decodes
+    under its grammar (programs.gbnf), checking the model's own token first (programs.guided),
+    and reports the tokens the grammar overrode; DSPy's own JSON mode (its retry after a
+    ChatAdapter parse failure, with `--decoding off`) becomes llama-cpp-python's JSON grammar.
+    Either way the answer parses, even from a small base model, and ends where it is complete.
     Context overflow raises lm15's ContextLengthError, which DSPy reports as
     ContextWindowExceededError.
     """
 
     supports_response_schema = True
+    decodes_answer_schemas = True
     supported_params = frozenset({"temperature", "max_tokens", "stop", "seed", "response_format"})
 
     def __init__(
@@ -179,6 +192,7 @@ class LlamaEngine:
     def complete(self, request: Request) -> Response:
         messages = chat_messages(request)
         config = request.config
+        schema = answer_schema_of(config.response_format)
         with self._lock:
             llama = self.load()
             try:
@@ -188,12 +202,15 @@ class LlamaEngine:
                     max_tokens=config.max_tokens or MAX_TOKENS,
                     stop=stop_sequences(request, messages),
                     seed=config.seed,
-                    response_format=json_grammar_format(config.response_format),
+                    response_format=None if schema else json_grammar_format(config.response_format),
+                    grammar=answer_grammar(schema) if schema else None,
                 )
             except ValueError as exc:
                 if "exceed context window" not in str(exc):
                     raise
                 raise ContextLengthError(str(exc), provider="local") from exc
+            if schema and llama.guided is not None:
+                note_overrides(llama.guided.overrides)
         choice = output["choices"][0]
         usage = output["usage"]
         return Response(
@@ -235,7 +252,9 @@ class LlamaEngine:
             if self._llama is None:
                 llama_cpp = _require_llama_cpp()
                 try:
-                    self._llama = llama_cpp.Llama(
+                    from programs.guided import GuidedLlama
+
+                    self._llama = GuidedLlama(
                         model_path=str(self.model_path),
                         n_ctx=self.n_ctx,
                         n_threads=self.n_threads or generation_threads(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dspy
 
+from programs.answers import OneOf
 from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, naming_evidence, run_stage
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.floor import Choice, choose, problem_query
@@ -87,7 +88,8 @@ class MedCoder(CodingProgram):
             return rule.code, rule.reason
         listed = [f"{code}: {description}" for code, description in options.items()]
         quote = evidence.text if isinstance(evidence, Span) else evidence
-        pick = run_stage(self.rerank, trace, diagnosis=diagnosis, evidence=quote, candidates=listed, suggested=rule.code or NONE)
+        pick = run_stage(self.rerank, trace, {"code": OneOf.of([*options, NONE])}, diagnosis=diagnosis, evidence=quote,
+                         candidates=listed, suggested=rule.code or NONE)
         if pick is None:
             return rule.code, f"coding rules (re-ranker output unreadable): {rule.reason}"
         code, rationale = pick.code.strip(), pick.rationale.strip()

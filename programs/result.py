@@ -41,6 +41,32 @@ class Dropped:
     reason: str
 
 
+CONSTRAINED = ("grammar", "json-schema", "llama.cpp", "vllm")
+PARSE_FAILED = ("json-retry", "lenient", "unparsed")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How one LM answer of a stage was produced (`path`): decoded under the call's schema
+    (grammar | json-schema | llama.cpp | vllm), or read by ChatAdapter (chat), by DSPy's JSON
+    retry after ChatAdapter failed (json-retry), by the lenient reader (lenient), or not at all,
+    the stage's rules standing in (unparsed). `outside`: values of the call's narrowed fields
+    that are not among those it listed; `overrides`: tokens where the embedded model's grammar
+    overrode the model (0 when the answer came from DSPy's cache)."""
+
+    path: str
+    outside: int = 0
+    overrides: int = 0
+
+    @property
+    def constrained(self) -> bool:
+        return self.path in CONSTRAINED
+
+    @property
+    def parse_failed(self) -> bool:
+        return self.path in PARSE_FAILED
+
+
 @dataclass
 class StageTrace:
     """What one stage proposed, what it kept and what it dropped (and why).
@@ -55,9 +81,23 @@ class StageTrace:
     dropped: list[Dropped] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     codes: list[str] | None = None
+    answers: list[Answer] = field(default_factory=list)
 
     def drop(self, item: str, reason: str) -> None:
         self.dropped.append(Dropped(item, reason))
+
+    def summary(self) -> str:
+        """One line: '4 proposed, 3 kept, 1 dropped; 4 LM answers (grammar)'."""
+        text = f"{len(self.proposed)} proposed, {len(self.kept)} kept, {len(self.dropped)} dropped"
+        if not self.answers:
+            return text
+        paths: dict[str, int] = {}
+        for answer in self.answers:
+            paths[answer.path] = paths.get(answer.path, 0) + 1
+        how = ", ".join(path if count == len(self.answers) else f"{path} {count}" for path, count in paths.items())
+        outside = sum(answer.outside > 0 for answer in self.answers)
+        plural = "" if len(self.answers) == 1 else "s"
+        return f"{text}; {len(self.answers)} LM answer{plural} ({how})" + (f", {outside} outside the list" if outside else "")
 
     def pass_on(self, codes) -> None:
         """Add `codes` to the codes passed on, without repeats, in order."""
@@ -102,6 +142,7 @@ class CodingResult:
                 dropped=[Dropped(**d) for d in stage["dropped"]],
                 log=list(stage["log"]),
                 codes=None if stage.get("codes") is None else list(stage["codes"]),
+                answers=[Answer(**answer) for answer in stage.get("answers") or []],
             )
             for stage in payload["trace"]
         ]

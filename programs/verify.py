@@ -13,6 +13,7 @@ import re
 import dspy
 
 from icd_graph.errors import IcdError
+from programs.answers import Codes, OneOf
 from programs.base import CodingProgram, evidence_missing, has_model, run_stage
 from programs.demos import excerpt, gold_diagnoses
 from programs.guarantees import Assembler, tokens
@@ -51,7 +52,9 @@ class Verify(CodingProgram):
             options = [f"{i}. {text}" for i, text in enumerate(descriptions, 1)]
             out = None
             if has_model():
-                out = run_stage(self.select, select, evidence=quote, options=options, suggested=str(group.index(rule) + 1))
+                numbers = OneOf.of(range(1, len(options) + 1))
+                out = run_stage(self.select, select, {"choice": numbers}, evidence=quote, options=options,
+                                suggested=str(group.index(rule) + 1))
             index = _choice(out.choice, descriptions) if out else None
             if index is None:
                 code = rule
@@ -107,7 +110,8 @@ class Verify(CodingProgram):
                 stage.stage = f"first_pass.{stage.stage}"
             return rules, traces
         trace = StageTrace("propose", codes=[])
-        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note), suggested=listed)
+        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note),
+                                {"codes": Codes(self.kb.code_grammar())}, suggested=listed)
         if not pairs and rules:
             trace.log.append("the LM proposed no code; the rules' codes are verified")
             pairs = rules

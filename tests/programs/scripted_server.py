@@ -1,6 +1,8 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1 for end-to-end tests: it answers
-/v1/chat/completions in DSPy's ChatAdapter format, choosing the reply by which signature the
-prompt is for (the output fields named in the system message)."""
+/v1/chat/completions in DSPy's ChatAdapter format, or as a JSON object when the request
+constrains the answer (a `response_format`, a llama.cpp `grammar`, vLLM's `structured_outputs`),
+choosing the reply by which signature the prompt is for (the output fields named in the system
+message)."""
 
 from __future__ import annotations
 
@@ -82,6 +84,12 @@ MARKERS = [
 ]
 
 
+def constrained(body: dict) -> bool:
+    """Whether a chat request asks for a constrained (JSON) answer."""
+    kind = (body.get("response_format") or {}).get("type")
+    return kind in ("json_schema", "json_object") or "grammar" in body or "structured_outputs" in body
+
+
 def render(fields: dict[str, object] | str) -> str:
     if isinstance(fields, str):
         return fields
@@ -104,7 +112,7 @@ class ScriptedServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
-                content = server.answer(body["messages"])
+                content = server.answer(body["messages"], as_json=constrained(body))
                 payload = {
                     "id": "chatcmpl-scripted",
                     "object": "chat.completion",
@@ -127,8 +135,11 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def answer(self, messages: list[dict]) -> str:
-        return render(self.reply(messages))
+    def answer(self, messages: list[dict], as_json: bool = False) -> str:
+        reply = self.reply(messages)
+        if as_json and not isinstance(reply, str):
+            return json.dumps(reply, indent=2)
+        return render(reply)
 
     def reply(self, messages: list[dict]) -> dict[str, object] | str:
         """The scripted reply (fields, or raw text) to a chat request's messages."""
