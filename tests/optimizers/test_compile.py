@@ -235,6 +235,16 @@ def test_cli_compile_dry_run_then_compile_then_predict_and_compare(kb_path, serv
     assert floor["lm_calls"] == 0 and floor["vs_floor"] is None and floor["notes"] == 3
     assert all(s["lm_calls"] > 0 and s["notes"] == 3 for s in programs)
     assert all(s["vs_floor"]["baseline"] == "floor (--model none)" for s in programs)
+    assert floor["answers"] == [] and all([a["stage"] for a in s["answers"]] == ["extract", "rerank"] for s in programs)
+    assert all(s["constrained_answers"] == 0 and s["parse_failures"] == 0 for s in programs)
+
+    constrained = cli_run("compare", "--compiled", out, *common, "--decoding", "llama.cpp", "--dataset", f"jsonl:{notes_jsonl}",
+                          "--json")
+    assert constrained.exit_code == 0, constrained.output
+    for system in json.loads(constrained.stdout)["systems"][1:]:
+        calls = sum(stage["calls"] for stage in system["answers"])
+        assert calls and system["constrained_answers"] == calls and system["answers_outside_candidates"] == 0
+        assert system["micro"] == next(s for s in systems if s["system"] == system["system"])["micro"]
     evaluated = cli_run("evaluate", "--dataset", f"jsonl:{notes_jsonl}", "--program", "medcoder", "--model", "none",
                         "--db", kb_path, "--json")
     assert json.loads(evaluated.stdout)["micro"] == floor["micro"]

@@ -48,6 +48,11 @@ def test_run_and_score_in_one_step(kb_path, server, dataset, tmp_path):
     predicted = [len(json.loads(line)["codes"]) for line in out.read_text().splitlines()]
     assert rerank["codes_per_note"] == pytest.approx(sum(predicted) / 2)
 
+    extract, reranked = ran["answers"]
+    assert (extract["stage"], extract["calls"], extract["paths"]) == ("extract", 2, {"chat": 2})
+    assert reranked["stage"] == "rerank" and reranked["calls"] == sum(predicted) and reranked["parse_failures"] == 0
+    assert reranked["constrained"] == reranked["outside"] == reranked["overridden"] == 0
+
     before = len(server.requests)
     again = evaluate(*args, "--program", "medcoder", "--model", "scripted", "--api-base", server.url)
     assert again.exit_code == 0, again.output
@@ -62,5 +67,6 @@ def test_table_output_has_the_stage_table(kb_path, server, dataset, tmp_path, mo
                                       "--model", "scripted", "--api-base", server.url])
     assert result.exit_code == 0, result.output
     assert "Recall after each stage" in result.output and "retrieve" in result.output and "rerank" in result.output
+    assert "LM answers per stage" in result.output and "parse failures" in result.output
     [written] = tmp_path.glob("icd-evaluate-*/medcoder.jsonl")
     assert len(written.read_text().splitlines()) == 2

@@ -93,3 +93,44 @@ def test_batch_is_resumable(kb_path, server, tmp_path):
     assert sorted(row["id"] for row in rows) == sorted(json.loads(line)["id"] for line in lines)
     assert all(set(row) == {"id", "codes", "result"} for row in rows)
     assert 0 < len(server.requests) - before < 10, "only the unfinished note was coded again"
+
+
+def test_the_table_sums_up_each_stage_and_verbose_shows_the_details(kb_path, diabetes_note):
+    from tests.programs.scripted_server import ScriptedServer
+
+    garbage = "I would pick the first one, " + "the the the " * 40
+    with ScriptedServer({"code": lambda user: garbage}) as scripted:
+        args = ["-", "--program", "medcoder", "--model", "scripted", "--api-base", scripted.url, "--db", kb_path]
+        short = predict(*args, input=diabetes_note)
+        verbose = predict(*args, "--verbose", input=diabetes_note)
+    assert short.exit_code == 0 and verbose.exit_code == 0, short.output + verbose.output
+    lines = short.output.splitlines()
+    assert any(line.startswith("extract: ") and "proposed" in line and "1 LM answer (chat)" in line for line in lines)
+    assert any(line.startswith("rerank: ") and "LM answers (unparsed)" in line for line in lines)
+    assert "the the the" not in short.output and "unparseable LM output" not in short.output
+    assert "--verbose" in short.output
+    assert "unparseable LM output" in " ".join(verbose.output.split())
+    assert len(verbose.output) > len(short.output)
+
+
+def test_a_decoding_that_does_not_go_with_the_model_is_a_usage_error(kb_path, server):
+    note = REPO / "data" / "examples" / "knee_injury.txt"
+    for args, said in [
+        (["--model", "scripted", "--decoding", "llama.cpp"], "--decoding llama.cpp names the server at --api-base"),
+        (["--model", "none", "--decoding", "off"], "--decoding goes with a model"),
+        (["--model", "scripted", "--api-base", server.url, "--decoding", "grammar"], "--decoding grammar is the embedded model's"),
+    ]:
+        result = predict(note, *args, "--db", kb_path)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error:") and said in result.output and result.output.count("\n") == 1
+
+
+def test_a_llama_cpp_server_decodes_every_answer_under_its_grammar(kb_path, server, diabetes_note):
+    result = predict("-", "--program", "clh", "--model", "scripted", "--api-base", server.url, "--decoding", "llama.cpp",
+                     "--db", kb_path, "--json", input=diabetes_note)
+    assert result.exit_code == 0, result.output
+    trace = json.loads(result.output)["result"]["trace"]
+    paths = {answer["path"] for stage in trace for answer in stage["answers"]}
+    assert paths == {"llama.cpp"}
+    assert all(answer["outside"] == 0 for stage in trace if stage["stage"] in ("navigate", "validate") for answer in stage["answers"])
+    assert "grammar" in server.requests[-1] and "response_format" not in server.requests[-1]
