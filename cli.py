@@ -65,15 +65,18 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
 
 
-def lm_options(default_model: str | None = "local", model_help: str = ""):
-    """--model, --api-base, --api-key, --timeout, --retries and --decoding: every command that
-    calls a model."""
+def lm_options(default_model: str | None = "local", model_help: str = "", decodings: bool = False):
+    """--model, --api-base, --api-key, --timeout, --retries and --decoding (repeatable when
+    `decodings`): every command that calls a model."""
 
     def decorate(func):
-        func = click.option("--decoding", type=click.Choice(DECODINGS), default="auto", show_default=True,
+        func = click.option("--decoding", type=click.Choice(DECODINGS), multiple=decodings,
+                            default=("auto",) if decodings else "auto", show_default=True,
                             help="How answers are constrained: auto (the embedded model's grammar, a JSON schema for "
                             "models that take one, else off), json-schema, llama.cpp or vllm (a server at --api-base "
-                            "that takes a grammar), off (DSPy's adapters, the lenient reader).")(func)
+                            "that takes a grammar), off (DSPy's adapters, the lenient reader)."
+                            + (" Repeat to run every system under each (e.g. --decoding auto --decoding off)."
+                               if decodings else ""))(func)
         func = click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
                             help="Retries of a failed or empty LM answer (with backoff) before giving up.")(func)
         func = click.option("--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
@@ -935,7 +938,7 @@ def print_compile_run(run, path: Path) -> None:
               help="Hand-written program(s); the programs of --compiled files are added.")
 @click.option("--compiled", "compiled_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Compiled program file(s).")
-@lm_options()
+@lm_options(decodings=True)
 @click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:valid with --labels.")
 @dataset_options
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
@@ -956,7 +959,9 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
 
     if not program_names and not compiled_paths:
         raise ProgramFileError("give --program and/or --compiled files to compare")
-    check_decoding(model, api_base, decoding)
+    decodings = list(dict.fromkeys(decoding))
+    for each in decodings:
+        check_decoding(model, api_base, each)
     if plot is not None:
         check_output(plot, "--plot")
         pyplot()
@@ -968,14 +973,17 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
         names = list(dict.fromkeys([*program_names, *(program.name for _, program in compiled)]))
         systems = [(name, name, None, build_program(name, kb)) for name in names]
         systems += [(str(path), program.name, str(path), program) for path, program in compiled]
-        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
+        lms = {each: make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=each)
+               for each in decodings}
         runs = []
-        with notes_progress((len(systems) + 1) * len(data.records), as_json) as advance:
+        with notes_progress((len(systems) * len(lms) + 1) * len(data.records), as_json) as advance:
             runs.append(run_system(FLOOR, build_program("medcoder", kb), data.records, None, program_name="medcoder",
                                    threads=threads, on_note=advance))
-            for label, name, source, program in systems:
-                runs.append(run_system(label, program, data.records, lm, program_name=name, compiled=source,
-                                       threads=threads, on_note=advance))
+            for each, lm in lms.items():
+                for label, name, source, program in systems:
+                    runs.append(run_system(f"{label} [{each}]" if len(lms) > 1 else label, program, data.records, lm,
+                                           program_name=name, compiled=source, decoding=each, threads=threads,
+                                           on_note=advance))
     comparison = compare(data.records, runs, dataset=data.name, resamples=resamples)
     if plot:
         plot_comparison(comparison, plot)
@@ -1000,6 +1008,20 @@ def notes_progress(total: int, quiet: bool):
     return bar()
 
 
+def interval(difference: dict | None) -> str:
+    """'+0.120 [+0.010, +0.250]' for a paired-bootstrap difference, '-' for none."""
+    if not difference:
+        return "-"
+    return f"{difference['delta_micro_f1']:+.3f} [{difference['ci_low']:+.3f}, {difference['ci_high']:+.3f}]"
+
+
+def system_name(run) -> str:
+    """A system's label with a compiled file's path shortened to its name, as table markup."""
+    from rich.markup import escape
+
+    return escape(run.label.replace(run.compiled, Path(run.compiled).name) if run.compiled else run.label)
+
+
 def print_comparison(comparison) -> None:
     """Two tables (quality, cost) so that each fits an 80-column terminal."""
     from rich import box
@@ -1012,11 +1034,8 @@ def print_comparison(comparison) -> None:
         cost.add_column(column, justify="left" if column == "system" else "right")
     for row in comparison.rows:
         item = row.as_dict()
-        name = Path(item["compiled"]).name if item["compiled"] else item["system"]
-        gain, floor = (
-            f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
-            for diff in (item["difference"], item["vs_floor"])
-        )
+        name = system_name(row.run)
+        gain, floor = (interval(diff) for diff in (item["difference"], item["vs_floor"]))
         quality.add_row(
             name, f"{item['micro']['f1']:.3f}", f"{item['macro']['f1']:.3f}", f"{item['category_micro']['f1']:.3f}",
             f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain, floor,
@@ -1025,10 +1044,21 @@ def print_comparison(comparison) -> None:
                      str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}")
     console.print(quality)
     console.print(cost)
-    print_stage_answers([(Path(row.run.compiled).name if row.run.compiled else row.run.label, row.run.answers())
-                         for row in comparison.rows if row.run.answers()])
+    constrained = [row for row in comparison.rows if row.constrained]
+    if constrained:
+        decoded = Table(title="decoded under constraints vs off (the same system)", box=box.SIMPLE_HEAD)
+        for column in ("system", "micro F1, off", "micro F1", "vs off [95% CI]"):
+            decoded.add_column(column, justify="left" if column == "system" else "right")
+        by_label = {row.run.label: row for row in comparison.rows}
+        for row in constrained:
+            off = by_label[row.unconstrained].evaluation.scores.micro.f1
+            decoded.add_row(system_name(row.run), f"{off:.3f}", f"{row.evaluation.scores.micro.f1:.3f}",
+                            interval(row.as_dict()["vs_unconstrained"]))
+        console.print(decoded)
+    print_stage_answers([(system_name(row.run), row.run.answers()) for row in comparison.rows if row.run.answers()])
     console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program; vs floor: minus the "
-                  "rules alone (MedCoder, --model none); both paired bootstrap. "
+                  "rules alone (MedCoder, --model none); vs off: minus the same system decoded without constraints; "
+                  "all paired bootstrap. "
                   "LM calls include cache hits; tokens count the calls the model answered.[/]", highlight=False)
     for row in comparison.rows:
         for note_id, error in row.run.failed:

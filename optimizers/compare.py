@@ -2,8 +2,9 @@
 
 Scores come from optimizers.evaluate (the same code as `cli.py evaluate`); each compiled
 program is compared with the hand-written program it was compiled from by a paired bootstrap
-of micro F1 (compiled minus hand-written), and every program with the floor (the run labelled
-FLOOR: MedCoder with no model) the same way. Cost is measured per system: LM calls, tokens,
+of micro F1 (compiled minus hand-written), every program with the floor (the run labelled
+FLOOR: MedCoder with no model) the same way, and a program decoded under constraints with the
+same program decoded without (`--decoding off`) when both ran. Cost is measured per system: LM calls, tokens,
 adapter parses that failed (DSPy's ChatAdapter or JSONAdapter, counted even when its retry
 recovered the answer), per stage the answers decoded under a constraint, those that failed to
 parse and those naming a value outside the call's candidates, seconds per note.
@@ -73,6 +74,7 @@ class SystemRun:
     program: str
     compiled: str | None
     notes: tuple[NoteRun, ...]
+    decoding: str | None = None
 
     @property
     def lines(self) -> list[dict[str, Any]]:
@@ -119,6 +121,7 @@ def run_system(
     *,
     program_name: str,
     compiled: str | None = None,
+    decoding: str | None = None,
     threads: int = 1,
     on_note: Callable[[str], None] | None = None,
 ) -> SystemRun:
@@ -144,7 +147,7 @@ def run_system(
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         notes = tuple(pool.map(one, records))
-    return SystemRun(label, program_name, compiled, notes)
+    return SystemRun(label, program_name, compiled, notes, decoding)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,8 @@ class Row:
     baseline: str | None = None
     difference: Difference | None = None
     floor: Difference | None = None
+    unconstrained: str | None = None
+    constrained: Difference | None = None
 
     def as_dict(self) -> dict[str, Any]:
         scores = self.evaluation.scores
@@ -163,6 +168,7 @@ class Row:
             "system": run.label,
             "program": run.program,
             "compiled": run.compiled,
+            "decoding": run.decoding,
             "notes": len(scores.notes),
             "micro": _prf(scores.micro),
             "macro": _prf(scores.macro),
@@ -170,6 +176,7 @@ class Row:
             "exact_match": scores.exact_match,
             "difference": _difference(self.difference, self.baseline),
             "vs_floor": _difference(self.floor, FLOOR),
+            "vs_unconstrained": _difference(self.constrained, self.unconstrained),
             "lm_calls": run.lm_calls,
             "prompt_tokens": run.tokens("prompt_tokens"),
             "completion_tokens": run.tokens("completion_tokens"),
@@ -193,10 +200,12 @@ class Comparison:
 
 def compare(records: Sequence[NoteRecord], runs: Sequence[SystemRun], *, dataset: str = "", resamples: int = 1000, seed: int = 0) -> Comparison:
     """Scores every run; a compiled run gets the paired-bootstrap CI of its micro-F1 gain over
-    the hand-written run of the same program (when that run is among `runs`), and every run the
-    CI of its gain over the FLOOR run (when there is one)."""
+    the hand-written run of the same program and decoding (when that run is among `runs`), every
+    run the CI of its gain over the FLOOR run (when there is one), and a run decoded under
+    constraints the CI of its gain over the same system decoded 'off' (when that ran)."""
     evaluations = {run.label: evaluate(records, run.predictions(), dataset=dataset) for run in runs}
-    hand_written = {run.program: run for run in runs if run.compiled is None and run.label != FLOOR}
+    hand_written = {(run.program, run.decoding): run for run in runs if run.compiled is None and run.label != FLOOR}
+    unconstrained = {(run.program, run.compiled): run for run in runs if run.decoding == "off" and run.label != FLOOR}
     notes = {label: evaluation.scores.notes for label, evaluation in evaluations.items()}
 
     def gain(base: SystemRun | None, run: SystemRun) -> Difference | None:
@@ -207,8 +216,10 @@ def compare(records: Sequence[NoteRecord], runs: Sequence[SystemRun], *, dataset
     floor = next((run for run in runs if run.label == FLOOR), None)
     rows = []
     for run in runs:
-        base = hand_written.get(run.program) if run.compiled is not None else None
-        rows.append(Row(run, evaluations[run.label], base.label if base else None, gain(base, run), gain(floor, run)))
+        base = hand_written.get((run.program, run.decoding)) if run.compiled is not None else None
+        off = unconstrained.get((run.program, run.compiled)) if run.label != FLOOR else None
+        rows.append(Row(run, evaluations[run.label], base.label if base else None, gain(base, run), gain(floor, run),
+                        off.label if off and off is not run else None, gain(off, run)))
     return Comparison(dataset, tuple(rows))
 
 

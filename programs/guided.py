@@ -83,14 +83,16 @@ class GrammarGreedy:
 
 
 class GuidedLlama(llama_cpp.Llama):
-    """`llama_cpp.Llama` whose greedy calls with a grammar decode through `GrammarGreedy`; the
-    sampler of the last such call is `guided` (None after a call without a grammar)."""
+    """`llama_cpp.Llama` whose greedy calls with a grammar decode through `sampler_class`
+    (GrammarGreedy); the sampler of the last such call is `guided` (None after a call without a
+    grammar)."""
 
     guided: GrammarGreedy | None = None
+    sampler_class = GrammarGreedy
 
     def _init_sampler(self, *args, grammar=None, temp: float = 0.8, **kwargs):
         if grammar is None or temp > 0:
             self.guided = None
             return super()._init_sampler(*args, grammar=grammar, temp=temp, **kwargs)
-        self.guided = GrammarGreedy(self._model.vocab, grammar._grammar, grammar._root)
+        self.guided = self.sampler_class(self._model.vocab, grammar._grammar, grammar._root)
         return self.guided

@@ -238,13 +238,22 @@ def test_cli_compile_dry_run_then_compile_then_predict_and_compare(kb_path, serv
     assert floor["answers"] == [] and all([a["stage"] for a in s["answers"]] == ["extract", "rerank"] for s in programs)
     assert all(s["constrained_answers"] == 0 and s["parse_failures"] == 0 for s in programs)
 
-    constrained = cli_run("compare", "--compiled", out, *common, "--decoding", "llama.cpp", "--dataset", f"jsonl:{notes_jsonl}",
-                          "--json")
-    assert constrained.exit_code == 0, constrained.output
-    for system in json.loads(constrained.stdout)["systems"][1:]:
-        calls = sum(stage["calls"] for stage in system["answers"])
-        assert calls and system["constrained_answers"] == calls and system["answers_outside_candidates"] == 0
-        assert system["micro"] == next(s for s in systems if s["system"] == system["system"])["micro"]
+    both = cli_run("compare", "--compiled", out, *common, "--decoding", "off", "--decoding", "llama.cpp", "--dataset",
+                   f"jsonl:{notes_jsonl}", "--json")
+    assert both.exit_code == 0, both.output
+    rows = json.loads(both.stdout)["systems"]
+    assert [s["system"] for s in rows] == ["floor (--model none)", "medcoder [off]", f"{out} [off]", "medcoder [llama.cpp]",
+                                           f"{out} [llama.cpp]"]
+    assert rows[2]["difference"]["baseline"] == "medcoder [off]" and rows[4]["difference"]["baseline"] == "medcoder [llama.cpp]"
+    for off, constrained in ((rows[1], rows[3]), (rows[2], rows[4])):
+        calls = sum(stage["calls"] for stage in constrained["answers"])
+        assert calls and constrained["constrained_answers"] == calls and constrained["answers_outside_candidates"] == 0
+        assert off["vs_unconstrained"] is None and constrained["vs_unconstrained"]["baseline"] == off["system"]
+        assert constrained["micro"] == off["micro"] and constrained["vs_unconstrained"]["delta_micro_f1"] == 0
+    table = cli_run("compare", "--compiled", out, *common, "--decoding", "off", "--decoding", "llama.cpp", "--dataset",
+                    f"jsonl:{notes_jsonl}")
+    assert table.exit_code == 0, table.output
+    assert "decoded under constraints vs off" in table.output and "medcoder.json [llama.cpp]" in table.output, table.output
     evaluated = cli_run("evaluate", "--dataset", f"jsonl:{notes_jsonl}", "--program", "medcoder", "--model", "none",
                         "--db", kb_path, "--json")
     assert json.loads(evaluated.stdout)["micro"] == floor["micro"]

@@ -248,3 +248,29 @@ def test_the_prompt_cache_keeps_states_without_their_logits_copy():
         n_tokens=500, llama_state=bytes(400), llama_state_size=400, seed=0,
     )
     assert cache.cache_size == 800 and list(range(250)) in cache
+
+
+@pytest.mark.slow
+def test_the_embedded_model_under_its_grammar_answers_only_what_each_call_lists(kb):
+    """MedCoder's re-ranker can only name a retrieved candidate (or NONE), verify's first pass only
+    billable codes and its selection only a listed number: every answer decoded under the grammar."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[local]'")
+    from programs.batch import code_note
+    from programs.medcoder import MedCoder
+    from programs.verify import Verify
+
+    note = ("ASSESSMENT AND PLAN:\n1. Essential hypertension, above goal. Increase lisinopril.\n"
+            "2. Type 2 diabetes mellitus with hyperglycemia. Start metformin.\n")
+    lm = local_lm()
+    medcoder = code_note(MedCoder(kb), note, lm)
+    verify = code_note(Verify(kb), note, lm)
+    for result in (medcoder, verify):
+        answers = [answer for stage in result.trace for answer in stage.answers]
+        assert answers and all(answer.path == "grammar" and answer.outside == 0 for answer in answers), answers
+        assert all(kb.validate(code).billable for code in result.code_list)
+    retrieved = dict(line.split(": ", 1) for line in next(s for s in medcoder.trace if s.stage == "retrieve").proposed)
+    for line in next(s for s in medcoder.trace if s.stage == "rerank").proposed:
+        diagnosis, code = line.split(": ", 1)
+        assert code == "NONE" or code in retrieved[diagnosis].split(", "), line
+    propose = next(s for s in verify.trace if s.stage == "propose")
+    assert all(kb.validate(code).billable for code in propose.proposed)
