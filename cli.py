@@ -325,7 +325,7 @@ def open_validator(db: Path | None):
     return KnowledgeBase(path)
 
 
-def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, validator):
+def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, validator, offsets_only: bool = False):
     """Loads a --dataset spec with the folders from ACI_BENCH_DIR / MDACE_DIR."""
     from data.specs import load_dataset
 
@@ -336,6 +336,7 @@ def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, v
         labels=labels,
         mimic_notes=mimic_notes,
         validator=validator,
+        offsets_only=offsets_only,
     )
 
 
@@ -378,6 +379,85 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
         return
     print_load_report(loaded)
     console.print(f"Wrote {count} notes to [bold]{out}[/]", highlight=False)
+
+
+@data_group.command("traces")
+@click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:train+dev with --labels.")
+@click.option("--program", "program_name", default=None, help="Record this program's runs: medcoder | clh | verify | a compiled .json.")
+@click.option("--from-gold", is_flag=True, help="Build trajectories from the gold codes and mentions instead, with no LM.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Chat JSONL to write (program runs: a rerun resumes it; --from-gold: replaced).")
+@click.option("--min-f1", type=click.FloatRange(0, 1), default=None, help="Keep only notes whose code F1 reaches this.")
+@click.option("--model", default=None, help="With --program: 'local' (default), 'local:/path.gguf', or a LiteLLM model string.")
+@click.option("--api-base", default=None, help="With --program: URL of an OpenAI-compatible server.")
+@click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
+@dataset_options
+@db_option
+@json_option
+def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Path, min_f1: float | None, model: str | None,
+                api_base: str | None, api_key: str | None, threads: int, labels: Path | None, mimic_notes: Path | None,
+                db: Path | None, as_json: bool) -> None:
+    """Write tool-calling chat data (OpenAI fine-tuning JSONL: messages with tool calls, tools).
+
+    --program P: each note run through P, its LM stages' messages and its knowledge-base calls
+    as tool calls, in order, then its codes; --from-gold: a coder's trajectory to each gold code
+    (index, tabular notes, settle with the evidence), every tool result the knowledge base's
+    own. Each line also holds the final codes, the gold codes and the note's F1. MDACE without
+    --mimic-notes gives --from-gold records with offsets only (MIMIC-III text is not
+    redistributable)."""
+    from data.errors import DatasetError
+    from data.specs import parse_spec
+
+    if (program_name is None) == (not from_gold):
+        raise DatasetError("give either --program NAME (record a program's runs) or --from-gold (trajectories from the labels)")
+    if from_gold and (model or api_base or threads != 1):
+        raise DatasetError("--model, --api-base and --threads go with --program, not --from-gold")
+    kind = parse_spec(dataset).kind
+    if kind == "aci" and labels is None:
+        raise DatasetError("traces on aci:* need gold codes: pass --labels CSV (columns encounter_id, code[, diagnosis_mention])")
+    with knowledge_base(db) as kb:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, kb, offsets_only=from_gold)
+        if not as_json:
+            print_load_report(loaded)
+        with_text = not (kind == "mdace" and mimic_notes is None)
+        meta = {"source": "gold" if from_gold else "program", "dataset": loaded.name, "labels": labels.name if labels else None,
+                "program": None if from_gold else Path(program_name).stem, "model": None if from_gold else (model or "local"),
+                "kb_release": kb.release_name(), "note_text": with_text, "stages": []}
+        with notes_progress(len(loaded.records), as_json) as advance:
+            if from_gold:
+                from programs.gold_trajectories import write_gold
+
+                summary = write_gold(loaded.records, kb, out, meta, with_text=with_text, min_f1=min_f1, on_note=advance)
+            else:
+                from programs.lm import make_lm
+                from programs.registry import load_program
+                from programs.traces import write_traces
+
+                program = load_program(program_name, kb)
+                lm = make_lm(model or "local", api_base, api_key=api_key)
+                summary = write_traces(program, loaded.records, out, lm, meta, threads=threads, min_f1=min_f1, on_note=advance)
+    payload = summary.as_dict()
+    if as_json:
+        print_json({**payload, "load_report": loaded.report.as_dict()})
+        return
+    console.print(f"Wrote {payload['written']} records to [bold]{out}[/]" + (f" ({payload['skipped']} already there)" if payload.get("skipped") else ""),
+                  highlight=False)
+    if payload["rejected"]:
+        console.print(f"{len(payload['rejected'])} notes below --min-f1 {min_f1} left out", highlight=False)
+    if from_gold:
+        console.print(f"{payload['settled']} of the {payload['in_release']} gold codes the release has ({payload['coverage']:.1%}) "
+                      f"have a trajectory; routes: {', '.join(f'{k} {v}' for k, v in sorted(payload['routes'].items()))}", highlight=False)
+        for missed in payload["missed"][:10]:
+            err_console.print(f"[yellow]{missed['id']} {missed['code']}:[/] {missed['reason']}", highlight=False)
+        if len(payload["missed"]) > 10:
+            err_console.print(f"  and {len(payload['missed']) - 10} more (--json lists them all)", highlight=False)
+    else:
+        for failed in payload["failed"]:
+            err_console.print(f"[yellow]{failed['id']}:[/] {failed['error']}", highlight=False)
+        if payload["mean_f1"] is not None:
+            console.print(f"mean note F1 of the records written: {payload['mean_f1']:.3f}", highlight=False)
+        print_usage(payload["usage"], payload["cost"])
 
 
 @cli.command("evaluate")

@@ -28,6 +28,7 @@ MAX_COMPLETIONS = 20
 MAX_SEE_DEPTH = 3
 GENERIC_REFERENCES = frozenset({"condition"})
 TABLES = ("neoplasm", "drug")
+INDEXES = ("index", "eindex")
 
 _CHAPTER_OR_BLOCK = re.compile(r"CH\d\d|[A-Z]\d[0-9A-Z]-[A-Z]\d[0-9A-Z]")
 _COLUMN_NAMES = ("code", "description", "kind", "billable", "parent", "depth", "chapter", "block")
@@ -189,7 +190,7 @@ class KnowledgeBase:
             for m in matches
         ]
 
-    def index_lookup(self, terms: list[str], limit: int = 25) -> list[IndexEntry]:
+    def index_lookup(self, terms: list[str], limit: int = 25, index: str | None = None) -> list[IndexEntry]:
         """Navigate the alphabetic index like a coder: a main term, then subterms.
 
         The main term is the first term that matches a main-term title (case, plurals,
@@ -203,10 +204,13 @@ class KnowledgeBase:
         name, one entry per column, only the columns the terms or the reference name when they name
         any ('benign').
         Returns the reached term, then the followed references' entries, then the reached term's
-        subterms in index order, at most `limit` entries in all.
+        subterms in index order, at most `limit` entries in all. `index` keeps the main terms to
+        one index: 'index' (the Alphabetic Index) or 'eindex' (the External Cause Index).
         """
+        if index is not None and index not in INDEXES:
+            raise IcdError(f"unknown index {index!r}: use one of {', '.join(INDEXES)}")
         tree = self._index_tree()
-        reached = tree.navigate([t for t in terms if t and t.strip()], MAX_SEE_DEPTH)
+        reached = tree.navigate([t for t in terms if t and t.strip()], MAX_SEE_DEPTH, index)
         ids: list[int] = reached[:1]
         for term_id in reached[1:] + reached[:1]:
             for member in tree.subtree(term_id):
@@ -230,6 +234,20 @@ class KnowledgeBase:
                 for column, code in cells[row.id]
             )
         return entries[:limit]
+
+    def index_paths(self, code: str) -> list[str]:
+        """The index terms whose printed code resolves to the billable `code` ('Hypertension,
+        hypertensive' for I10), and table rows with the column ('Neoplasm, neoplastic,
+        pituitary, Benign' for D35.2), in index order: the words the index uses for it."""
+        key = self.require(code).code
+        rows = self._rows(
+            """SELECT t.id, t.path FROM index_codes c JOIN index_terms t ON t.code = c.raw_code WHERE c.code = $code
+               UNION SELECT t.id, t.path || ', ' || tc.column_name FROM index_codes c
+               JOIN table_cells tc ON tc.code = c.raw_code JOIN index_terms t ON t.id = tc.term_id WHERE c.code = $code
+               ORDER BY 1, 2""",
+            {"code": key},
+        )
+        return list(dict.fromkeys(path for _, path in rows))
 
     def table(self, name: str, term: str, limit: int = 10) -> list[TableRow]:
         """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose
@@ -464,9 +482,10 @@ class _IndexTree:
             yield current
             stack.extend(reversed(self.rows[current].children))
 
-    def navigate(self, terms: list[str], budget: int) -> list[int]:
-        """Reached term ids: the best-covering term, then the targets of followed references."""
-        mains = self._main_candidates(terms)
+    def navigate(self, terms: list[str], budget: int, index: str | None = None) -> list[int]:
+        """Reached term ids: the best-covering term, then the targets of followed references;
+        with `index`, from the main terms of that index only."""
+        mains = self._main_candidates(terms, index)
         if not mains:
             return []
         wanted = frozenset(self.tokenize(" ".join(terms)))
@@ -496,18 +515,19 @@ class _IndexTree:
                     reached.append(target)
         return reached
 
-    def _main_candidates(self, terms: list[str]) -> list[int]:
-        """Main terms matching the first term that matches any; else any word that does."""
+    def _main_candidates(self, terms: list[str], index: str | None = None) -> list[int]:
+        """Main terms (of `index` only, when given) matching the first term that matches any;
+        else any word that does."""
+        def of_index(ids: list[int]) -> list[int]:
+            return [i for i in ids if index is None or self.rows[i].source == index]
+
         for term in terms:
-            key = self._key(term)
-            if key in self.mains:
-                return self.mains[key]
-            first = self._key(term.split(",")[0])
-            if first in self.mains:
-                return self.mains[first]
+            for key in (self._key(term), self._key(term.split(",")[0])):
+                if of_index(self.mains.get(key, [])):
+                    return of_index(self.mains[key])
         found: list[int] = []
         for word in " ".join(terms).split():
-            for main in self.mains.get(self._key(word), ()):
+            for main in of_index(self.mains.get(self._key(word), [])):
                 if main not in found:
                     found.append(main)
         return found
