@@ -80,6 +80,7 @@ class KnowledgeBase:
         self._tree = None
         self._nodes = None
         self._tables: dict[str, list] = {}
+        self._paths: dict[str, list[str]] | None = None
         self._tables_lock = threading.Lock()
 
     def __enter__(self) -> KnowledgeBase:
@@ -240,14 +241,20 @@ class KnowledgeBase:
         hypertensive' for I10), and table rows with the column ('Neoplasm, neoplastic,
         pituitary, Benign' for D35.2), in index order: the words the index uses for it."""
         key = self.require(code).code
-        rows = self._rows(
-            """SELECT t.id, t.path FROM index_codes c JOIN index_terms t ON t.code = c.raw_code WHERE c.code = $code
-               UNION SELECT t.id, t.path || ', ' || tc.column_name FROM index_codes c
-               JOIN table_cells tc ON tc.code = c.raw_code JOIN index_terms t ON t.id = tc.term_id WHERE c.code = $code
-               ORDER BY 1, 2""",
-            {"code": key},
-        )
-        return list(dict.fromkeys(path for _, path in rows))
+        with self._tables_lock:
+            if self._paths is None:
+                rows = self._rows(
+                    """SELECT c.code, t.id, t.path FROM index_codes c JOIN index_terms t ON t.code = c.raw_code
+                       UNION SELECT c.code, t.id, t.path || ', ' || tc.column_name FROM index_codes c
+                       JOIN table_cells tc ON tc.code = c.raw_code JOIN index_terms t ON t.id = tc.term_id
+                       ORDER BY 2, 3"""
+                )
+                paths: dict[str, list[str]] = {}
+                for billable, _, path in rows:
+                    if billable is not None:
+                        paths.setdefault(billable, []).append(path)
+                self._paths = {c: list(dict.fromkeys(found)) for c, found in paths.items()}
+        return list(self._paths.get(key, ()))
 
     def table(self, name: str, term: str, limit: int = 10) -> list[TableRow]:
         """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose

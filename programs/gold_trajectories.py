@@ -26,6 +26,7 @@ from icd_graph.codes import referenced
 from icd_graph.tools import ToolCall, call
 from icd_graph.vocabulary import tokenize
 from programs.demos import GENERIC, SENTENCE_END
+from programs.guarantees import best_billable
 from programs.spans import locate
 from optimizers.metrics import code_f1
 
@@ -44,6 +45,7 @@ OFFSETS_USER = (
 )
 PAIRING = {"use_additional_code": "use additional code", "code_first": "code first", "code_also": "code also"}
 SEARCH_K = 20
+MAX_COMPLETIONS = 20
 EXPAND_LIMIT = 100
 MAX_STATEMENT_CHARS = 300
 BOUNDARY = re.compile(r"[.!?\n]")
@@ -51,8 +53,14 @@ WORD = re.compile(r"[A-Za-z0-9]+")
 EXTERNAL_CAUSES = "VWXY"
 SIDES = "left right bilateral unilateral"
 # Past tenses and participles the note uses for the index's words ('he fell', 'a torn meniscus').
-IRREGULAR = {"fell": "fall", "fallen": "fall", "struck": "strike", "torn": "tear", "bit": "bite", "bitten": "bite",
-             "broke": "break", "broken": "break", "hit": "strike"}
+# Organs named by their adjective ('ovarian mass'), as the index names them ('Neoplasm, ovary').
+WORD_FORMS = {"fell": "fall", "fallen": "fall", "struck": "strike", "torn": "tear", "bit": "bite", "bitten": "bite",
+              "broke": "break", "broken": "break", "hit": "strike",
+              "ovarian": "ovary", "uterine": "uterus", "gastric": "stomach", "pulmonary": "lung", "hepatic": "liver",
+              "renal": "kidney", "cardiac": "heart", "cerebral": "brain", "prostatic": "prostate", "pancreatic": "pancreas",
+              "splenic": "spleen", "cutaneous": "skin", "ocular": "eye", "nasal": "nose", "oral": "mouth",
+              "vertebral": "vertebra", "esophageal": "esophagus", "rectal": "rectum", "colonic": "colon",
+              "vesical": "bladder", "mammary": "breast", "testicular": "testis", "thyroidal": "thyroid"}
 # Words too common in titles and index paths to tell where a condition is documented.
 WEAK = " ".join([*GENERIC, "disease diseased disorder condition syndrome specified unspecified nec nos site initial",
                  "encounter subsequent sequela type part cause non external occurrence place"])
@@ -60,9 +68,12 @@ WEAK = " ".join([*GENERIC, "disease diseased disorder condition syndrome specifi
 
 @dataclass(frozen=True)
 class GoldEvidence:
-    """Where a gold code is documented: a phrase to look up, its offsets, and the statement
-    around it (None without the note text)."""
+    """Where a gold code (`label`) is documented: a phrase to look up, its offsets, and the
+    statement around it (None without the note text). `code` is the billable code to settle:
+    the label, or for a label the release does not bill (a category such as R51) its billable
+    code closest to the evidence."""
 
+    label: str
     code: str
     phrase: str
     start: int | None
@@ -73,8 +84,8 @@ class GoldEvidence:
 
 @dataclass
 class GoldWalk:
-    """One note's trajectory: the steps, the codes settled with their evidence, and the gold
-    codes left out with the reason."""
+    """One note's trajectory: the steps, the gold codes settled with their evidence, the route
+    to each and the gold codes left out with the reason."""
 
     steps: list = field(default_factory=list)
     settled: list[GoldEvidence] = field(default_factory=list)
@@ -83,65 +94,110 @@ class GoldWalk:
 
 
 def walk_note(record: NoteRecord, kb, with_text: bool = True) -> GoldWalk:
-    """The trajectory of one note over its billable gold codes, in note order."""
+    """The trajectory of one note over its gold codes that the release has, in note order."""
     walk = GoldWalk()
-    found = []
-    for code in record.codes:
-        info = kb.get(code)
+    found, undocumented = [], []
+    for label in record.codes:
+        info = kb.get(label)
+        evidence = gold_evidence(record, label, kb, with_text) if info else None
         if info is None:
-            walk.missed[code] = "not a code of the release"
-        elif not info.billable:
-            walk.missed[code] = "not billable"
+            walk.missed[label] = "not a code of the release"
+        elif evidence is None:
+            undocumented.append(label)
         else:
-            evidence = gold_evidence(record, code, kb, with_text)
-            if evidence is None:
-                walk.missed[code] = "no evidence found in the note"
-            else:
-                found.append(evidence)
+            found.append(evidence)
+    circumstances = next((e for e in found if e.code[0] in EXTERNAL_CAUSES), None)
+    for label in undocumented:
+        if circumstances is not None and label[0] in EXTERNAL_CAUSES:
+            found.append(circumstance(kb, label, circumstances))
+        else:
+            walk.missed[label] = "no evidence found in the note"
     found.sort(key=lambda e: (e.start if e.start is not None else -1, e.code))
     others = [e.code for e in found]
     for evidence in found:
         steps = []
         route = reach(kb, evidence, steps)
         if route is None:
-            walk.missed[evidence.code] = "not reached through the index or search"
+            walk.missed[evidence.label] = "not reached through the index or search"
             continue
         check_notes(kb, evidence.code, [c for c in others if c != evidence.code], steps)
         description = kb.require(evidence.code).description
+        if evidence.code != evidence.label:
+            steps.append(Say(f"{evidence.label} is a category of the release, not a billable code; {evidence.code} "
+                             "is its code that fits the note."))
         quoted = f'quoting "{evidence.text}"' if evidence.text else f"at characters {evidence.start}-{evidence.end}"
         steps.append(Say(f"{evidence.code} ({description}) is settled, {quoted}."))
         walk.steps.extend(steps)
         walk.settled.append(evidence)
-        walk.routes[evidence.code] = route
+        walk.routes[evidence.label] = route if evidence.code == evidence.label else "completed"
+    walk.steps = once(walk.steps)
     return walk
+
+
+def once(steps: list) -> list:
+    """The steps without a tool call already made with the same arguments (its answer is known)."""
+    made, kept = set(), []
+    for step in steps:
+        if isinstance(step, ToolCall):
+            key = json.dumps([step.name, step.arguments], sort_keys=True)
+            if key in made:
+                continue
+            made.add(key)
+        kept.append(step)
+    return kept
 
 
 # -- evidence ----------------------------------------------------------------------------
 
 
-def gold_evidence(record: NoteRecord, code: str, kb, with_text: bool) -> GoldEvidence | None:
-    """The span that documents `code` in the note (see the module docstring), or None."""
-    description = kb.require(code).description
-    spans = sorted((e for e in record.evidence if e.code == code), key=lambda e: e.start)
+def gold_evidence(record: NoteRecord, label: str, kb, with_text: bool) -> GoldEvidence | None:
+    """The span that documents the gold code `label` in the note (see the module docstring),
+    with the billable code to settle, or None."""
+    info = kb.require(label)
+    billable = [info.code] if info.billable else kb.complete(info.code)[:MAX_COMPLETIONS]
+    if not billable:
+        return None
+    found = _span(record, label, info.description, billable, kb, with_text)
+    if found is None:
+        return None
+    phrase, start, end = found
+    text = record.text[start:end] if with_text else None
+    around = statement(record.text, start, end) if with_text else None
+    code = billable[0] if len(billable) == 1 else best_billable(kb, billable, f"{phrase} {around or ''}")
+    return GoldEvidence(label, code, phrase, start, end, text, around)
+
+
+def circumstance(kb, label: str, sibling: GoldEvidence) -> GoldEvidence:
+    """An external cause the note does not name in the index's words ('stepped off a curb' for
+    W18.49XA, stumbling without falling), placed where the note's other external cause is
+    documented: the circumstances of the injury."""
+    info = kb.require(label)
+    billable = [info.code] if info.billable else kb.complete(info.code)[:MAX_COMPLETIONS]
+    code = billable[0] if len(billable) == 1 else best_billable(kb, billable, f"{sibling.phrase} {sibling.statement or ''}")
+    return GoldEvidence(label, code, sibling.phrase, sibling.start, sibling.end, sibling.text, sibling.statement)
+
+
+def _span(record: NoteRecord, label: str, description: str, billable: list[str], kb, with_text: bool):
+    """(phrase, start, end) documenting `label`: its first MDACE span, its mention, or the
+    words `documented` finds; without the text, an MDACE span with the title as the phrase."""
+    spans = sorted((e for e in record.evidence if e.code == label), key=lambda e: e.start)
     if spans:
         first = spans[0]
-        if not with_text:
-            return GoldEvidence(code, description, first.start, first.end, None, None)
-        text = record.text[first.start : first.end]
-        return GoldEvidence(code, " ".join(text.split()), first.start, first.end, text, statement(record.text, first.start, first.end))
+        phrase = " ".join(record.text[first.start : first.end].split()) if with_text else description
+        return phrase, first.start, first.end
     if not with_text:
         return None
     for mention in record.mentions:
-        if mention.code == code:
+        if mention.code == label:
             found = locate(record.text, mention.phrase).span
             if found:
-                return GoldEvidence(code, mention.phrase, found.start, found.end, found.text, statement(record.text, found.start, found.end))
-    found = documented(record.text, kb.index_paths(code), description)
+                return mention.phrase, found.start, found.end
+    paths = [path for code in billable for path in kb.index_paths(code)]
+    found = documented(record.text, list(dict.fromkeys(paths)), description)
     if found is None:
         return None
     start, end = found
-    text = record.text[start:end]
-    return GoldEvidence(code, " ".join(text.split()), start, end, text, statement(record.text, start, end))
+    return " ".join(record.text[start:end].split()), start, end
 
 
 def documented(note: str, index_paths: list[str], description: str) -> tuple[int, int] | None:
@@ -182,7 +238,7 @@ def _roots(text: str) -> frozenset[str]:
     'slipped', 'slipping' -> 'slip'; 'fell' -> 'fall'."""
     roots = set()
     for word in tokenize(text):
-        word = IRREGULAR.get(word, word)
+        word = WORD_FORMS.get(word, word)
         for suffix in ("ing", "ed"):
             if word.endswith(suffix) and len(word) - len(suffix) >= 3:
                 word = word[: -len(suffix)]
@@ -254,8 +310,8 @@ def reach(kb, evidence: GoldEvidence, steps: list) -> str | None:
             continue
         steps.extend([Say(f"{read} Look up '{phrase}' in the Alphabetic Index."), first])
         if arguments != attempts[0]:
-            where = "the External Cause Index" if arguments.get("index") == "eindex" else "the main term"
-            steps.extend([Say(f"No entry there fits; look under '{arguments['terms'][0]}' in {where}."), result])
+            where = " in the External Cause Index" if arguments.get("index") == "eindex" else ""
+            steps.extend([Say(f"No entry there fits; look under the main term '{arguments['terms'][0]}'{where}."), result])
         steps.extend(complete(kb, entry, code))
         return "index"
     hits = _tool(kb, "search", {"query": phrase, "k": SEARCH_K})
@@ -306,7 +362,9 @@ def index_attempts(evidence: GoldEvidence, index_paths: list[str]) -> list[dict]
     it, from the last, as the main term with the phrase as modifiers; then for each index entry
     of the code that shares a telling word with the statement ('fell' and 'Fall, falling'), its
     main term with the phrase, with the statement, and its path as printed. An external cause
-    (V00-Y99) is also looked up in the External Cause Index alone."""
+    (V00-Y99) is also looked up in the External Cause Index alone, the same ways, then under
+    the main term of each of its entries (the coder's reading of the circumstances: 'stepped
+    off a curb' under 'Stumbling')."""
     phrase = evidence.phrase
     words = [w for w in WORD.findall(phrase) if len(w) > 2 and w.lower() not in GENERIC]
     terms = [[phrase], *([word.capitalize(), phrase] for word in reversed(words))]
@@ -318,6 +376,9 @@ def index_attempts(evidence: GoldEvidence, index_paths: list[str]) -> list[dict]
     attempts = [{"terms": t} for t in terms]
     if evidence.code[0] in EXTERNAL_CAUSES:
         attempts.extend({"terms": t, "index": "eindex"} for t in terms)
+        for path in index_paths:
+            parts = [part.strip() for part in path.split(",") if part.strip()]
+            attempts.extend({"terms": t, "index": "eindex"} for t in ([parts[0], phrase], parts))
     return [arguments for i, arguments in enumerate(attempts) if arguments not in attempts[:i]]
 
 
