@@ -421,9 +421,9 @@ def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Pa
         if not as_json:
             print_load_report(loaded)
         with_text = not (kind == "mdace" and mimic_notes is None)
-        meta = {"source": "gold" if from_gold else "program", "dataset": loaded.name, "labels": labels.name if labels else None,
-                "program": None if from_gold else Path(program_name).stem, "model": None if from_gold else (model or "local"),
-                "kb_release": kb.release_name(), "note_text": with_text, "stages": []}
+        meta = {"source": "gold" if from_gold else "program", "dataset": loaded.name, "labels": labels.name if labels else "",
+                "program": "" if from_gold else Path(program_name).stem, "model": "" if from_gold else (model or "local"),
+                "kb_release": kb.release_name(), "note_text": with_text, "stages": ""}
         with notes_progress(len(loaded.records), as_json) as advance:
             if from_gold:
                 from programs.gold_trajectories import write_gold

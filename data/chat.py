@@ -6,7 +6,10 @@ A record is one JSON object a line: `messages` (system, user, assistant with opt
 and metadata fields. Steps are, in order: `LMCall` (the messages one LM stage sent and the
 answer it got), `Say` (an assistant remark), `ToolCall` (icd_graph.tools: a knowledge-base call
 and its result). An LM stage's own system message is merged into its first user turn, so the
-record has one system message; its few-shot demo answers are assistant turns with weight 0.
+record has one system message; its few-shot demo answers are assistant turns with weight 0,
+every other assistant turn has weight 1. Every record has the same fields of the same types
+(absent values are empty strings, not null), so files of program runs and of gold
+trajectories load together with Hugging Face `datasets`.
 """
 
 from __future__ import annotations
@@ -49,24 +52,29 @@ def chat_messages(system: str, user: str | None, steps: list, answer: str) -> li
             messages.extend(_stage_turns(step))
         elif isinstance(step, Say):
             last = messages[-1]
-            if last["role"] == "assistant" and not last.get("tool_calls") and "weight" not in last:
+            if _open(last):
                 last["content"] = f"{last['content']}\n{step.text}"
             else:
-                messages.append({"role": "assistant", "content": step.text})
+                messages.append({"role": "assistant", "content": step.text, "weight": 1})
         elif isinstance(step, ToolCall):
             calls += 1
             call = {"id": f"call_{calls}", "type": "function",
                     "function": {"name": step.name, "arguments": json.dumps(step.arguments, ensure_ascii=False)}}
             last = messages[-1]
-            if last["role"] == "assistant" and not last.get("tool_calls") and "weight" not in last:
+            if _open(last):
                 last["tool_calls"] = [call]
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call], "weight": 1})
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": encode(step.result)})
         else:
             raise TypeError(f"not a trajectory step: {step!r}")
-    messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "assistant", "content": answer, "weight": 1})
     return messages
+
+
+def _open(message: dict[str, Any]) -> bool:
+    """An assistant turn of the trajectory (not a demo) that has not called a tool yet."""
+    return message["role"] == "assistant" and not message.get("tool_calls") and message.get("weight") == 1
 
 
 def _stage_turns(call: LMCall) -> list[dict[str, Any]]:
@@ -87,7 +95,7 @@ def _stage_turns(call: LMCall) -> list[dict[str, Any]]:
             turns.append({"role": "assistant", "content": content, "weight": 0})
     if system:
         turns.append({"role": "user", "content": "\n\n".join(system)})
-    turns.append({"role": "assistant", "content": call.completion})
+    turns.append({"role": "assistant", "content": call.completion, "weight": 1})
     return turns
 
 

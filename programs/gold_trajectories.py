@@ -419,7 +419,7 @@ def gold_record(record: NoteRecord, kb, meta: dict, with_text: bool = True) -> t
     walk = walk_note(record, kb, with_text)
     codes = [
         {"code": e.code, "description": kb.require(e.code).description,
-         "evidence": [{"start": e.start, "end": e.end, "text": e.text}]}
+         "evidence": [{"start": e.start, "end": e.end, "text": e.text or ""}]}
         for e in walk.settled
     ]
     user = f"Code this clinical note.\n\n{record.text}" if with_text else OFFSETS_USER.format(id=record.id)

@@ -105,7 +105,7 @@ def trace_note(program: CodingProgram, kb: RecordingKnowledgeBase, record: NoteR
          "evidence": [{"start": e.span.start, "end": e.span.end, "text": e.span.text} for e in item.evidence if e.span]}
         for item in result.codes
     ]
-    stages = [event.stage for event in events if isinstance(event, LMCall)]
+    stages = ", ".join(event.stage for event in events if isinstance(event, LMCall))
     names = ", ".join(dict.fromkeys(name for name, _ in program.named_predictors())) or "none"
     system = PROGRAM_SYSTEM.format(program=program.name, stages=names)
     f1 = code_f1(record.codes, result.code_list)

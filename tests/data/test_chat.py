@@ -25,7 +25,8 @@ def test_steps_become_an_openai_tool_calling_chat():
     assert json.loads(first["tool_calls"][0]["function"]["arguments"]) == {"terms": ["Hypertension"]}
     assert messages[3] == {"role": "tool", "tool_call_id": "call_1", "content": json.dumps(LOOKUP.result, separators=(",", ":"))}
     assert second["content"] is None and second["tool_calls"][0]["function"]["name"] == "show"
-    assert messages[-1] == {"role": "assistant", "content": '{"codes": []}'}
+    assert messages[-1] == {"role": "assistant", "content": '{"codes": []}', "weight": 1}
+    assert all(m["weight"] == 1 for m in messages if m["role"] == "assistant")
 
 
 def test_an_lm_stage_keeps_its_prompt_its_demos_and_its_answer():
@@ -39,7 +40,7 @@ def test_an_lm_stage_keeps_its_prompt_its_demos_and_its_answer():
     assert messages[2] == {"role": "user", "content": "Your output fields are: `diagnoses`.\n\n[[ ## note ## ]]\ndemo note"}
     assert messages[3]["weight"] == 0 and messages[4] == {"role": "user", "content": "[[ ## note ## ]]\nthe note"}
     assert messages[5]["content"] == stage.completion and messages[5]["tool_calls"][0]["function"]["name"] == "index_lookup"
-    assert "weight" not in messages[5] and not check_record(record([stage, LOOKUP]))
+    assert messages[5]["weight"] == 1 and not check_record(record([stage, LOOKUP]))
 
 
 def test_a_valid_record_passes():
