@@ -1,0 +1,81 @@
+"""Cost of exporting program runs as chat data, run by hand:
+`python bench/traces_bench.py [--db PATH] [--program clh] [--notes 100]`.
+
+Codes the first N ACI-BENCH notes (train, valid, then test1; $ACI_BENCH_DIR) twice with the
+same program and the scripted OpenAI-compatible server of the tests (so the LM answers in
+milliseconds and the same way each time, with DSPy's cache off): once as a plain batch
+(`programs.batch.run_batch`), once recorded (`programs.traces.write_traces`). The difference is
+the export's own cost: the DSPy callback, the recording knowledge base, the chat records and
+their JSONL lines. Target: under 10 s for 100 notes. Also times `--from-gold` on aci:train+dev
+with each label set ($LABELS_DIR, default ../shared/labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+
+from data.specs import load_dataset  # noqa: E402
+from icd_graph.kb import KnowledgeBase  # noqa: E402
+from icd_graph.paths import default_db_path  # noqa: E402
+from programs.batch import run_batch  # noqa: E402
+from programs.gold_trajectories import write_gold  # noqa: E402
+from programs.lm import make_lm  # noqa: E402
+from programs.registry import build_program  # noqa: E402
+from programs.traces import write_traces  # noqa: E402
+from tests.programs.scripted_server import ScriptedServer  # noqa: E402
+
+LABELS = {"medcoder": "aci_icd10cm_medcoder_train_valid.csv", "yuan2025": "aci_icd10cm_yuan2025_train_valid.csv"}
+
+
+def timed(run) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = run()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--program", default="clh", choices=["medcoder", "clh", "verify"])
+    parser.add_argument("--notes", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate plain and recorded runs; the fastest of each counts")
+    args = parser.parse_args()
+    aci = Path(os.environ.get("ACI_BENCH_DIR", ROOT.parent / "shared" / "aci-bench" / "challenge_data"))
+    labels = Path(os.environ.get("LABELS_DIR", ROOT.parent / "shared" / "labels"))
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    records = load_dataset("aci:train+valid+test1", aci_dir=aci).records[: args.notes]
+    with KnowledgeBase(args.db or default_db_path()) as kb, ScriptedServer() as server, \
+            tempfile.TemporaryDirectory() as folder:
+        lm = make_lm("hosted_vllm/scripted", server.url, cache=False, num_retries=0)
+        program = build_program(args.program, kb)
+        run_batch(program, records[:2], Path(folder) / "warm.jsonl", lm)  # first use: indexes, graph, litellm
+        plain, recorded = [], []
+        for round_ in range(args.rounds):
+            seconds, _ = timed(lambda: run_batch(program, records, Path(folder) / f"plain{round_}.jsonl", lm))
+            plain.append(seconds)
+            out = Path(folder) / f"traces{round_}.jsonl"
+            seconds, summary = timed(lambda: write_traces(program, records, out, lm, {"source": "program"}))
+            recorded.append(seconds)
+        size = out.stat().st_size / 1e6
+        print(f"| {args.program}, {len(records)} notes | plain run {min(plain):.1f} s | recorded {min(recorded):.1f} s "
+              f"| export cost {min(recorded) - min(plain):.1f} s (target < 10 s) | {summary.written} records, {size:.1f} MB |")
+        for name, file_name in LABELS.items():
+            dataset = load_dataset("aci:train+dev", aci_dir=aci, labels=labels / file_name, validator=kb)
+            seconds, gold = timed(lambda: write_gold(dataset.records, kb, Path(folder) / f"gold-{name}.jsonl", {"source": "gold"}))
+            print(f"| --from-gold, {name} labels | {gold.notes} notes | {seconds:.1f} s | "
+                  f"{gold.settled} of {gold.in_release} gold codes ({gold.coverage:.1%}) |")
+
+
+if __name__ == "__main__":
+    main()
