@@ -388,7 +388,8 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="Chat JSONL to write (program runs: a rerun resumes it; --from-gold: replaced).")
 @click.option("--min-f1", type=click.FloatRange(0, 1), default=None, help="Keep only notes whose code F1 reaches this.")
-@click.option("--model", default=None, help="With --program: 'local' (default), 'local:/path.gguf', or a LiteLLM model string.")
+@click.option("--model", default=None, help="With --program: 'none' (default: the coding rules alone, whose records hold only "
+              "tool calls), 'local', 'local:/path.gguf', or a LiteLLM model string.")
 @click.option("--api-base", default=None, help="With --program: URL of an OpenAI-compatible server.")
 @click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
@@ -422,7 +423,7 @@ def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Pa
             print_load_report(loaded)
         with_text = not (kind == "mdace" and mimic_notes is None)
         meta = {"source": "gold" if from_gold else "program", "dataset": loaded.name, "labels": labels.name if labels else "",
-                "program": "" if from_gold else Path(program_name).stem, "model": "" if from_gold else (model or "local"),
+                "program": "" if from_gold else Path(program_name).stem, "model": "" if from_gold else (model or "none"),
                 "kb_release": kb.release_name(), "note_text": with_text, "stages": ""}
         with notes_progress(len(loaded.records), as_json) as advance:
             if from_gold:
@@ -435,7 +436,7 @@ def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Pa
                 from programs.traces import write_traces
 
                 program = load_program(program_name, kb)
-                lm = make_lm(model or "local", api_base, api_key=api_key)
+                lm = make_lm(model or "none", api_base, api_key=api_key)
                 summary = write_traces(program, loaded.records, out, lm, meta, threads=threads, min_f1=min_f1, on_note=advance)
     payload = summary.as_dict()
     if as_json:

@@ -1,9 +1,10 @@
 """Cost of exporting program runs as chat data, run by hand:
-`python bench/traces_bench.py [--db PATH] [--program clh] [--notes 100]`.
+`python bench/traces_bench.py [--db PATH] [--program clh] [--model scripted|none] [--notes 100]`.
 
 Codes the first N ACI-BENCH notes (train, valid, then test1; $ACI_BENCH_DIR) twice with the
-same program and the scripted OpenAI-compatible server of the tests (so the LM answers in
-milliseconds and the same way each time, with DSPy's cache off): once as a plain batch
+same program, with the scripted OpenAI-compatible server of the tests (the LM answers in
+milliseconds and the same way each time, with DSPy's cache off) or with no LM (`none`, the
+coding rules alone): once as a plain batch
 (`programs.batch.run_batch`), once recorded (`programs.traces.write_traces`). The difference is
 the export's own cost: the DSPy callback, the recording knowledge base, the chat records and
 their JSONL lines. Target: under 10 s for 100 notes. Also times `--from-gold` on aci:train+dev
@@ -48,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--program", default="clh", choices=["medcoder", "clh", "verify"])
+    parser.add_argument("--model", default="scripted", choices=["scripted", "none"])
     parser.add_argument("--notes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2, help="alternate plain and recorded runs; the fastest of each counts")
     args = parser.parse_args()
@@ -57,7 +59,7 @@ def main() -> None:
     records = load_dataset("aci:train+valid+test1", aci_dir=aci).records[: args.notes]
     with KnowledgeBase(args.db or default_db_path()) as kb, ScriptedServer() as server, \
             tempfile.TemporaryDirectory() as folder:
-        lm = make_lm("hosted_vllm/scripted", server.url, cache=False, num_retries=0)
+        lm = make_lm("hosted_vllm/scripted", server.url, cache=False, num_retries=0) if args.model == "scripted" else None
         program = build_program(args.program, kb)
         run_batch(program, records[:2], Path(folder) / "warm.jsonl", lm)  # first use: indexes, graph, litellm
         plain, recorded = [], []
@@ -68,7 +70,7 @@ def main() -> None:
             seconds, summary = timed(lambda: write_traces(program, records, out, lm, {"source": "program"}))
             recorded.append(seconds)
         size = out.stat().st_size / 1e6
-        print(f"| {args.program}, {len(records)} notes | plain run {min(plain):.1f} s | recorded {min(recorded):.1f} s "
+        print(f"| {args.program} ({args.model}), {len(records)} notes | plain run {min(plain):.1f} s | recorded {min(recorded):.1f} s "
               f"| export cost {min(recorded) - min(plain):.1f} s (target < 10 s) | {summary.written} records, {size:.1f} MB |")
         for name, file_name in LABELS.items():
             dataset = load_dataset("aci:train+dev", aci_dir=aci, labels=labels / file_name, validator=kb)

@@ -148,7 +148,7 @@ def write_traces(
     summary = TraceSummary(output)
     todo = [record for record in records if record.id not in done]
     summary.skipped = len(records) - len(todo)
-    start = len(lm.history) if lm is not None else 0
+    start = len(lm.history) if lm is not None else 0  # lm None: `--model none`, the rules alone
     with recorded(program) as kb, output.open("a", encoding="utf-8") as sink, \
             ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending = {pool.submit(trace_note, program, kb, record, lm, meta): record for record in todo}
@@ -176,5 +176,5 @@ def write_traces(
         finally:
             for future in pending:
                 future.cancel()
-    summary.cost = history_cost(lm, start) if lm is not None else 0.0
+    summary.cost = history_cost(lm, start)
     return summary

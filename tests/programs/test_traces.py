@@ -128,3 +128,17 @@ def test_bad_input_is_one_line(kb_path, tmp_path, args, message):
     result = traces(*args, "--out", tmp_path / "x.jsonl", "--db", kb_path)
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert result.output.count("\n") == 1 or result.output.startswith("error:")
+
+
+def test_the_coding_rules_alone_give_tool_calls_only(kb_path, kb, notes_file, tmp_path):
+    out = tmp_path / "floor.jsonl"
+    result = traces("--dataset", f"jsonl:{notes_file}", "--program", "medcoder", "--model", "none", "--out", out, "--db", kb_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["written"] == 3
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        assert record["meta"]["model"] == "none" and record["meta"]["stages"] == ""
+        assert {m["role"] for m in record["messages"]} == {"system", "user", "assistant", "tool"}
+        assert check_record(record) == [] and replay(record, kb) == []
+        plain = code_note(MedCoder(kb), (EXAMPLES / f"{record['id']}.txt").read_text(), None)
+        assert [c["code"] for c in record["codes"]] == plain.code_list
