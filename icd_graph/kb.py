@@ -81,6 +81,7 @@ class KnowledgeBase:
         self._nodes = None
         self._tables: dict[str, list] = {}
         self._paths: dict[str, list[str]] | None = None
+        self._billable_of: dict[str, list[str]] | None = None
         self._tables_lock = threading.Lock()
 
     def __enter__(self) -> KnowledgeBase:
@@ -339,16 +340,15 @@ class KnowledgeBase:
             return self._tables[name]
 
     def _resolved(self, raw_codes: list[str]) -> dict[str, list[str]]:
-        """Printed index codes -> their billable codes, in document order."""
-        rows = self._rows(
-            """SELECT c.raw_code, c.code FROM index_codes c JOIN nodes n ON n.code = c.code
-               WHERE c.raw_code IN (SELECT unnest($raw)) ORDER BY n.seq""",
-            {"raw": sorted(set(raw_codes))},
-        )
-        resolved: dict[str, list[str]] = {}
-        for raw, code in rows:
-            resolved.setdefault(raw, []).append(code)
-        return resolved
+        """Printed index codes -> their billable codes, in document order (all of them read once)."""
+        with self._tables_lock:
+            if self._billable_of is None:
+                rows = self._rows("SELECT c.raw_code, c.code FROM index_codes c JOIN nodes n ON n.code = c.code ORDER BY n.seq")
+                billable_of: dict[str, list[str]] = {}
+                for raw, code in rows:
+                    billable_of.setdefault(raw, []).append(code)
+                self._billable_of = billable_of
+        return {raw: self._billable_of[raw] for raw in set(raw_codes) if raw in self._billable_of}
 
 
 def _key(code: str) -> str:

@@ -5,9 +5,11 @@ check its Excludes1 and pairing notes against the note's other codes, settle the
 the evidence. Every tool result is the knowledge base's real answer (`icd_graph.tools.call`).
 
 The evidence of a gold code is, in this order: its MDACE span; its gold mention as the note
-writes it; else the sentence `programs.demos` finds for its title, narrowed to the words the
-title shares with it. Without the note text (MDACE without MIMIC-III), only offsets are
-written and the look-ups use the code's title.
+writes it; else the sentence holding most words of its title and of the conditions its index
+entries name (`documented`), narrowed to those words. An external cause the note does not name
+that way is placed at the note's other external cause (`circumstance`); a gold code the release
+does not bill is completed to its billable code closest to the evidence. Without the note text
+(MDACE without MIMIC-III), only offsets are written and the look-ups use the code's title.
 """
 
 from __future__ import annotations
@@ -52,15 +54,16 @@ BOUNDARY = re.compile(r"[.!?\n]")
 WORD = re.compile(r"[A-Za-z0-9]+")
 EXTERNAL_CAUSES = "VWXY"
 SIDES = "left right bilateral unilateral"
-# Past tenses and participles the note uses for the index's words ('he fell', 'a torn meniscus').
-# Organs named by their adjective ('ovarian mass'), as the index names them ('Neoplasm, ovary').
-WORD_FORMS = {"fell": "fall", "fallen": "fall", "struck": "strike", "torn": "tear", "bit": "bite", "bitten": "bite",
-              "broke": "break", "broken": "break", "hit": "strike",
-              "ovarian": "ovary", "uterine": "uterus", "gastric": "stomach", "pulmonary": "lung", "hepatic": "liver",
-              "renal": "kidney", "cardiac": "heart", "cerebral": "brain", "prostatic": "prostate", "pancreatic": "pancreas",
-              "splenic": "spleen", "cutaneous": "skin", "ocular": "eye", "nasal": "nose", "oral": "mouth",
-              "vertebral": "vertebra", "esophageal": "esophagus", "rectal": "rectum", "colonic": "colon",
-              "vesical": "bladder", "mammary": "breast", "testicular": "testis", "thyroidal": "thyroid"}
+# Words of notes read as the index's words: past tenses and participles ('he fell', 'a torn
+# meniscus') and organs named by their adjective ('ovarian mass' -> 'Neoplasm, ovary').
+WORD_FORMS = {
+    "fell": "fall", "fallen": "fall", "struck": "strike", "hit": "strike", "torn": "tear", "bit": "bite",
+    "bitten": "bite", "broke": "break", "broken": "break",
+    "ovarian": "ovary", "uterine": "uterus", "gastric": "stomach", "pulmonary": "lung", "cerebral": "brain",
+    "prostatic": "prostate", "pancreatic": "pancreas", "splenic": "spleen", "cutaneous": "skin", "ocular": "eye",
+    "esophageal": "esophagus", "rectal": "rectum", "colonic": "colon", "mammary": "breast", "testicular": "testis",
+}
+_FORM = re.compile(r"\b(?:" + "|".join(WORD_FORMS) + r")\b", re.IGNORECASE)
 # Words too common in titles and index paths to tell where a condition is documented.
 WEAK = " ".join([*GENERIC, "disease diseased disorder condition syndrome specified unspecified nec nos site initial",
                  "encounter subsequent sequela type part cause non external occurrence place"])
@@ -234,11 +237,10 @@ def _condition(path: str) -> set[str]:
 
 @cache
 def _roots(text: str) -> frozenset[str]:
-    """The tokens of `text` without -ing / -ed endings, irregular forms read as the base word:
-    'slipped', 'slipping' -> 'slip'; 'fell' -> 'fall'."""
+    """The tokens of `text` (`WORD_FORMS` read first) without -ing / -ed endings: 'slipped',
+    'slipping' -> 'slip'; 'fell' -> 'fall'; 'ovarian' -> 'ovary'."""
     roots = set()
-    for word in tokenize(text):
-        word = WORD_FORMS.get(word, word)
+    for word in tokenize(_FORM.sub(lambda match: WORD_FORMS[match.group().lower()], text)):
         for suffix in ("ing", "ed"):
             if word.endswith(suffix) and len(word) - len(suffix) >= 3:
                 word = word[: -len(suffix)]
