@@ -213,14 +213,16 @@ def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_j
 @icd.command("index")
 @click.argument("terms", nargs=-1, required=True)
 @click.option("--limit", default=25, show_default=True, help="At most this many entries.")
+@click.option("--index", "which", type=click.Choice(["index", "eindex"]), default=None,
+              help="Main terms of the Alphabetic Index or of the External Cause Index only (default: both).")
 @db_option
 @json_option
-def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool) -> None:
+def icd_index(terms: tuple[str, ...], limit: int, which: str | None, db: Path | None, as_json: bool) -> None:
     """Navigate the alphabetic index: a main term, then subterms (e.g. Diabetes "type 2" with retinopathy)."""
     from dataclasses import asdict
 
     with open_kb(db) as kb:
-        entries = kb.index_lookup(list(terms), limit=limit)
+        entries = kb.index_lookup(list(terms), limit=limit, index=which)
     if as_json:
         print_json([asdict(entry) for entry in entries])
         return
