@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,9 @@ CASES = {
                                       "--output {w}/out/p.jsonl {db}", 1, "none of the 2 notes", reports=True),
     "unknown program": Case("predict {w}/note.txt --program gpt-coder {db}", 1, "unknown program 'gpt-coder'"),
     "missing compiled file": Case("predict {w}/note.txt --program {w}/none.json {db}", 1, "no compiled program at"),
-    "missing gguf": Case("predict {w}/note.txt --model local:{w}/none.gguf {db}", 1, "no GGUF model at"),
+    # without the `local` extra the first thing to say is what to install
+    "missing gguf": Case("predict {w}/note.txt --model local:{w}/none.gguf {db}", 1,
+                         "no GGUF model at" if find_spec("llama_cpp") else "needs llama-cpp-python"),
     "dead model": Case("predict {w}/note.txt --program medcoder --model scripted --api-base {dead} --retries 0 {db}", 1,
                        "cannot reach the server"),
     "server error": Case("predict {w}/note.txt --program medcoder --model scripted --api-base {s500} --retries 0 {db}", 1,
