@@ -120,14 +120,18 @@ def test_data_traces_command(kb_path, server, notes_file, labels_dir, tmp_path, 
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "aci:valid", "--from-gold", "--program", "clh"], "give either --program"),
+    (["--dataset", "jsonl:{out}", "--from-gold"], "is the input file"),
     (["--dataset", "aci:valid", "--from-gold"], "need gold codes: pass --labels"),
     (["--dataset", "mdace:val", "--program", "clh"], "--mimic-notes"),
     (["--dataset", "mdace:val", "--from-gold", "--model", "local"], "go with --program"),
 ])
 def test_bad_input_is_one_line(kb_path, tmp_path, args, message):
-    result = traces(*args, "--out", tmp_path / "x.jsonl", "--db", kb_path)
+    out = tmp_path / "x.jsonl"
+    out.write_text('{"id": "a", "text": "Hypertension.", "codes": ["I10"]}\n')
+    result = traces(*[arg.format(out=out) for arg in args], "--out", out, "--db", kb_path)
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert result.output.count("\n") == 1 or result.output.startswith("error:")
+    assert out.read_text() == '{"id": "a", "text": "Hypertension.", "codes": ["I10"]}\n'  # left as it was
 
 
 def test_the_coding_rules_alone_give_tool_calls_only(kb_path, kb, notes_file, tmp_path):
