@@ -142,13 +142,15 @@ def test_vectors_of_another_build_are_refused(tmp_path):
     assert result.exit_code == 1 and "icd build --dense" in result.stderr and "Traceback" not in result.output
 
 
-def test_paraphrases_with_no_shared_words_reach_their_codes(dense_kb):
-    found = {"dense": 0, "all": 0}
+def test_paraphrases_with_no_shared_words_reach_their_codes(kb, dense_kb):
+    """The dense retriever ranks most in its top 10; fused (weight tuned on ACI-BENCH mentions,
+    which are clinical words) most reach the top 50, where the lexical search alone finds few."""
+    found = {("dense", 10): 0, ("all", 50): 0, ("lexical", 50): 0}
     for query, prefixes in PARAPHRASES:
-        for source in found:
-            codes = [hit.code for hit in dense_kb.search(query, k=10, source=source)]
-            found[source] += any(code.startswith(prefixes) for code in codes)
-    assert found["dense"] >= 7 and found["all"] >= 7, found
+        for source, k in found:
+            hits = kb.search(query, k=k) if source == "lexical" else dense_kb.search(query, k=k, source=source)
+            found[source, k] += any(hit.code.startswith(prefixes) for hit in hits)
+    assert found["dense", 10] >= 7 and found["all", 50] >= 7 and found["lexical", 50] <= 5, found
 
 
 def test_fusion_keeps_every_exact_first_hit_of_the_lexical_search(kb, dense_kb, labels_dir):
