@@ -1,18 +1,21 @@
 """The JSONL dataset format: one {"id", "text", "codes", "evidence"?, "mentions"?} object a line.
 
 evidence items are {"code", "start", "end"}, mentions {"phrase", "code"}. `write_jsonl` and
-`load_jsonl` round-trip.
+`load_jsonl` round-trip. Other keys are ignored, except that a line the review app wrote for a
+note still under review (`"review": {"status": "in progress"}`) is left out and counted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
 from data.records import Dataset, Evidence, Mention, NoteRecord
+from data.text import read_text
 
 
 def record_to_json(record: NoteRecord) -> dict:
@@ -25,11 +28,20 @@ def record_to_json(record: NoteRecord) -> dict:
 
 
 def write_jsonl(records: Iterable[NoteRecord], path: Path) -> int:
+    """Writes the records atomically (a temporary file renamed into place once complete), creating
+    missing folders; returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with temp.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     return count
 
 
@@ -65,11 +77,9 @@ def parse_line(payload: object, where: str, gold: CodeChecker) -> NoteRecord:
 
 
 def read_json_lines(path: Path):
-    """(where, payload) for each non-blank line of a UTF-8 JSONL file; `where` is 'file:line'."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not UTF-8 text") from None
+    """(where, payload) for each non-blank line of a JSONL text file (data.text: UTF-8 with or
+    without a byte-order mark, UTF-16); `where` is 'file:line'."""
+    lines = read_text(path).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -87,10 +97,21 @@ def load_jsonl(path: Path, *, validator: Validator | None = None, name: str | No
     gold = CodeChecker(validator)
     records: list[NoteRecord] = []
     seen: set[str] = set()
+    held = 0
     for where, payload in read_json_lines(path):
+        if under_review(payload):
+            held += 1
+            continue
         record = parse_line(payload, where, gold)
         if record.id in seen:
             raise DatasetError(f"{where}: duplicate id {record.id!r}")
         seen.add(record.id)
         records.append(record)
-    return Dataset.collect(name or f"jsonl:{path}", records, gold.flagged, validated=validator is not None)
+    remarks = (f"{held} notes still under review left out (review status 'in progress')",) if held else ()
+    return Dataset.collect(name or f"jsonl:{path}", records, gold.flagged, validated=validator is not None, remarks=remarks)
+
+
+def under_review(payload: object) -> bool:
+    """A line the review app wrote for a note the coder has not finished: not a label yet."""
+    review = payload.get("review") if isinstance(payload, dict) else None
+    return isinstance(review, dict) and review.get("status") == "in progress"

@@ -71,6 +71,7 @@ class BuildReport:
     ignored: tuple[str, ...]
     counts: dict[str, int]
     seconds: float
+    swept: tuple[str, ...] = ()
     dense: DenseReport | None = None
 
 
@@ -89,7 +90,8 @@ def build(
     started = time.perf_counter()
     db = Path(db)
     db.parent.mkdir(parents=True, exist_ok=True)
-    temp_db = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.tmp")
+    swept = sweep_stale(db)
+    temp_db = db.with_name(f".{db.name}.{temp_tag()}.tmp")
     temp_search = search_dir_for(temp_db)
     temp_dense = dense_dir_for(temp_db)
     embedder = load_embedder(dense_model) if dense else None
@@ -144,8 +146,47 @@ def build(
         ignored=tuple(sources.ignored),
         counts=counts,
         seconds=round(time.perf_counter() - started, 2),
+        swept=tuple(path.name for path in swept),
         dense=dense_report,
     )
+
+
+def temp_tag() -> str:
+    """The part of a temporary name that says which process made it: PID-random."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def sweep_stale(db: Path) -> list[Path]:
+    """Removes what builds of `db` killed outright (SIGKILL, power loss) left beside it: temporary
+    database files, their WAL and search folders, and replaced search folders not yet deleted.
+    A build still running (its process alive) keeps its own."""
+    stale = []
+    for path in db.parent.glob(f".{glob_escape(db.name)}.*"):
+        match = TEMPORARY.match(path.name)
+        if match and match["name"] in (db.name, f"{db.name}.bm25", f"{db.name}.dense") and not _alive(int(match["pid"])):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
+
+
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{12}\.(?:tmp(?:\.wal|\.bm25|\.dense)?|old)$")
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def release_name(file_name: str, fiscal_year: int) -> str:
@@ -305,7 +346,7 @@ def _install(temp_db: Path, temp_search: Path, temp_dense: Path | None, db: Path
     old = []
     for temp, final in moves:
         if final.exists():
-            stale = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.old")
+            stale = final.with_name(f".{final.name}.{temp_tag()}.old")
             final.rename(stale)
             old.append(stale)
         if temp is not None:
