@@ -34,7 +34,7 @@ import numpy as np
 from icd_graph import search
 from icd_graph.embed import DEFAULT_MODEL, Embedder, available, load_embedder
 from icd_graph.errors import IcdError
-from icd_graph.search import encounter_rank
+from icd_graph.search import encounter_rank, without_encounter
 
 TABULAR_KIND = "tabular"
 INDEX_KIND = "index"
@@ -90,7 +90,7 @@ def corpus(con: duckdb.DuckDBPyConnection) -> list[Document]:
     rows = con.execute(_BILLABLE).fetchall()
     groups: dict[str, list[tuple[int, int, str]]] = {}
     for seq, (code, description, _) in enumerate(rows):
-        groups.setdefault(_without_encounter(description), []).append((encounter_rank(description), seq, code))
+        groups.setdefault(without_encounter(description), []).append((encounter_rank(description), seq, code))
     for text, members in groups.items():
         add(TABULAR_KIND, text, [code for *_, code in sorted(members)])
     for code, _, terms in rows:
@@ -210,11 +210,10 @@ def open_dense(folder: Path, release: str, built_at: str) -> DenseIndex | None:
     is not installed; DenseMismatch when the vectors belong to another build or model."""
     if not (folder / "meta.json").is_file():
         return None
-    model = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("model", DEFAULT_MODEL)
+    try:
+        model = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("model", DEFAULT_MODEL)
+    except (OSError, ValueError, AttributeError):
+        raise DenseMismatch(f"unreadable dense vectors at {folder}; {REBUILD}") from None
     if not available(model):
         return None
     return DenseIndex(folder, release, built_at)
-
-
-def _without_encounter(description: str) -> str:
-    return search._ENCOUNTER.split(description, maxsplit=1)[0]

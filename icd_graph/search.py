@@ -174,6 +174,11 @@ _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _DEFAULT_WORDS = frozenset(tokenize("unspecified NOS NEC"))
 
 
+def without_encounter(description: str) -> str:
+    """The description without its encounter clause ('..., initial encounter for closed fracture')."""
+    return _ENCOUNTER.split(description, maxsplit=1)[0]
+
+
 def encounter_rank(description: str) -> int:
     """0 for an initial encounter (and any code without one), 1 subsequent, 2 sequela."""
     text = description.lower()
