@@ -123,9 +123,14 @@ def icd() -> None:
     help="Folder, CDC zip or file with the CMS XML/CSV (default: $ICD10CM_SOURCE, else the "
     "tabular list shipped with simple-icd-10-cm, without index).",
 )
+@click.option("--dense/--no-dense", default=None,
+              help="Also embed code descriptions and index paths for `search --source dense` "
+              "(default: when the dense extra is installed).")
+@click.option("--dense-model", type=click.Choice(["minilm", "e5"]), default="minilm", show_default=True,
+              help="Embedding model of the dense vectors.")
 @db_option
 @json_option
-def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
+def icd_build(source: Path | None, dense: bool | None, dense_model: str, db: Path | None, as_json: bool) -> None:
     """Build the knowledge base (one DuckDB file) from the ICD-10-CM source files."""
     from dataclasses import asdict
 
@@ -133,6 +138,7 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
 
     from data.outputs import check_output
     from icd_graph.build import build
+    from icd_graph.embed import available
 
     target = check_output(resolve_db(db), "--db")
     with Progress(
@@ -144,7 +150,8 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
         def progress(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)
 
-        report = build(source=source, db=target, progress=progress)
+        report = build(source=source, db=target, progress=progress,
+                       dense=available(dense_model) if dense is None else dense, dense_model=dense_model)
     if as_json:
         print_json(asdict(report))
         return
@@ -158,6 +165,9 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
         console.print(f"[dim]{file.kind:<9}[/] {file.name}", highlight=False)
     for name in report.ignored:
         console.print(f"[dim]ignored[/]   {name}", highlight=False)
+    if report.dense is not None:
+        how = "reused" if report.dense.reused else f"embedded in {report.dense.seconds:.0f} s"
+        console.print(f"[dim]dense[/]     {report.dense.documents:,} documents by {report.dense.model_id}, {how}", highlight=False)
     if report.swept:
         console.print(f"[dim]removed {len(report.swept)} temporary files left by killed builds[/]", highlight=False)
     console.print(f"Wrote [bold]{report.db}[/] in {report.seconds:.1f} s", highlight=False)
@@ -236,12 +246,13 @@ def icd_expand(code: str, kind: str, db: Path | None, as_json: bool) -> None:
 @icd.command("search")
 @click.argument("text", nargs=-1, required=True)
 @click.option("--k", type=click.IntRange(1), default=20, show_default=True, help="Number of hits.")
-@click.option("--source", type=click.Choice(["tabular", "index", "all"]), default="all", show_default=True,
-              help="all: both indexes fused, billable codes only.")
+@click.option("--source", type=click.Choice(["tabular", "index", "dense", "all"]), default="all", show_default=True,
+              help="dense: embeddings (the dense extra); all: every retriever fused, billable codes only.")
 @db_option
 @json_option
 def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_json: bool) -> None:
-    """Lexical (BM25) search over code descriptions and alphabetic-index paths."""
+    """Search code descriptions and alphabetic-index paths: lexical (BM25, exact phrases), dense
+    (embeddings) or all fused."""
     from dataclasses import asdict
 
     query = " ".join(text)
@@ -656,7 +667,8 @@ def print_stage_recall(stages) -> None:
 @click.option("--dataset", required=True, help="Dataset spec, e.g. aci:dev with the medcoder --labels.")
 @click.option("--mode", type=click.Choice(["mentions", "notes"]), default="mentions", show_default=True)
 @click.option("--k", "ks", default="1,5,10,50", show_default=True, help="Comma-separated cut-offs.")
-@click.option("--retrievers", default=",".join(("tabular", "index", "all", "navigation")), show_default=True)
+@click.option("--retrievers", default=None,
+              help="Comma-separated, of tabular, index, dense, all, navigation (default: all of them; dense when its vectors are built).")
 @click.option("--sentences", is_flag=True, help="notes mode: query every sentence and fuse the rankings.")
 @dataset_options
 @db_option
@@ -668,7 +680,7 @@ def retrieval_eval(
     (mentions) or whole notes (notes) as queries."""
     from data.errors import DatasetError
     from icd_graph.kb import KnowledgeBase
-    from optimizers.retrieval import candidate_recall, kb_retrievers
+    from optimizers.retrieval import candidate_recall, default_retrievers, kb_retrievers
 
     try:
         cutoffs = [int(k) for k in ks.split(",")]
@@ -678,7 +690,8 @@ def retrieval_eval(
         raise DatasetError(f"--k must be positive integers, got {ks!r}")
     with KnowledgeBase(resolve_db(db)) as kb:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, kb)
-        report = candidate_recall(loaded.records, kb_retrievers(kb, retrievers.split(",")), mode=mode, ks=cutoffs, sentences=sentences)
+        names = retrievers.split(",") if retrievers else default_retrievers(kb)
+        report = candidate_recall(loaded.records, kb_retrievers(kb, names), mode=mode, ks=cutoffs, sentences=sentences)
     if as_json:
         print_json({"dataset": loaded.name, **report.as_dict()})
         return

@@ -183,14 +183,21 @@ class KnowledgeBase:
     # -- search and the alphabetic index ---------------------------------------------------
 
     def search(self, text: str, k: int = 20, source: str = "all") -> list[SearchHit]:
-        """bm25s search: `tabular` (any node), `index` or `all` (both fused; billable codes only).
-        The ranking is described in `icd_graph.search`."""
+        """bm25s search: `tabular` (any node), `index`, `dense` (embeddings, with the dense extra
+        and vectors built by `icd build --dense`) or `all` (all of them fused; billable codes
+        only; without dense vectors, the lexical ones). The ranking is described in
+        `icd_graph.search`."""
         matches = self._search().search(text, k=k, source=source)
         descriptions = self._descriptions([m.code for m in matches])
         return [
             SearchHit(m.code, descriptions[m.code], m.score, m.matched or descriptions[m.code], m.source)
             for m in matches
         ]
+
+    def has_dense(self) -> bool:
+        """Whether `search` has its dense leg: the dense extra is installed and vectors were built
+        for this file (`icd build --dense`); DenseMismatch when the vectors are another build's."""
+        return self._search().has_dense()
 
     def index_lookup(self, terms: list[str], limit: int = 25, index: str | None = None) -> list[IndexEntry]:
         """Navigate the alphabetic index like a coder: a main term, then subterms.
@@ -309,9 +316,14 @@ class KnowledgeBase:
     def _search(self):
         with self._lock:
             if self._searcher is None:
+                from icd_graph.dense import dense_dir_for, open_dense
                 from icd_graph.search import Searcher
 
-                self._searcher = Searcher(self.path.with_name(self.path.name + ".bm25"))
+                release = self.release
+                self._searcher = Searcher(
+                    self.path.with_name(self.path.name + ".bm25"),
+                    lambda: open_dense(dense_dir_for(self.path), release.name, release.built_at),
+                )
             return self._searcher
 
     def _index_tree(self) -> _IndexTree:
