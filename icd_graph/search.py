@@ -391,14 +391,15 @@ class Scored:
 
 
 class Searcher:
-    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use."""
+    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use or by
+    `load` (which `KnowledgeBase.preload` calls in the background from the start of a run)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._lock = threading.Lock()
         self._loaded = False
 
-    def _load(self) -> None:
+    def load(self) -> None:
         with self._lock:
             if self._loaded:
                 return
@@ -450,7 +451,7 @@ class Searcher:
         """Tabular: any node; index and all: billable codes only (see the module docstring)."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-        self._load()
+        self.load()
         tokens = [self._correct(token) for token in tokenize(text)]
         if not tokens or k <= 0:
             return []
