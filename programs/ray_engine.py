@@ -41,6 +41,8 @@ QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DATA_LOG_LEVEL": "ERROR"}
 CALLS_PER_WORKER = 2
 """Blocks of notes a worker holds at once: its threads start the next block's notes while the
 last notes of the other finish."""
+NOT_STARTED = "not started"
+"""A note a worker did not start, the model having failed on another one."""
 MAX_BLOCKS = 10_000
 """Blocks of notes at most (a block holds `--threads` notes, more in a bigger batch)."""
 
@@ -122,7 +124,8 @@ class NoteCoder:
             "cost": [self.new_cost() for _ in outcomes],
         }
 
-    def code(self, note_id: str, text: str) -> Outcome | None:
+    def code(self, note_id: str, text: str) -> Outcome:
+        """The note coded, or not started (an Outcome with neither line nor error) once a model failed."""
         import ray
 
         from programs.batch import code_record
@@ -151,12 +154,14 @@ def status(outcome: Outcome) -> str:
         return "stopped"
     if outcome.failed:
         return "failed"
-    return "coded" if outcome.line else "not started"
+    return "coded" if outcome.line else NOT_STARTED
 
 
-def outcome_of(row: dict[str, Any]) -> Outcome:
-    """The Outcome a result row of `NoteCoder` stands for."""
+def outcome_of(row: dict[str, Any]) -> Outcome | None:
+    """The Outcome a result row of `NoteCoder` stands for; None for a note not started."""
     kind, message = row["status"], row["message"] or ""
+    if kind == NOT_STARTED:
+        return None
     return Outcome(
         row["id"], row["line"] or "", json.loads(row["usage"] or "{}"),
         failed=message if kind == "failed" else "", stopped=message if kind == "stopped" else "",
@@ -187,10 +192,12 @@ def run_ray_batch(
         with Appender(output) as sink:
             try:
                 for row in rows:
-                    outcome = outcome_of(row)
-                    summary.record(outcome, sink)
                     summary.cost += row["cost"]
-                    if on_note and (outcome.line or outcome.failed):
+                    outcome = outcome_of(row)
+                    if outcome is None:
+                        continue
+                    summary.record(outcome, sink)
+                    if on_note and not outcome.stopped:
                         on_note(outcome.id)
             except ray.exceptions.RayError as exc:
                 raise ray_failure(exc, summary, len(records), log) from None

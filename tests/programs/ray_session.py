@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -109,9 +110,19 @@ def run(args) -> dict:
             done = predict(work, notes, work / "ray-address.jsonl", *db, *address, "--workers", "2", env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
             report["ray_address"] = {"status": done.returncode, "stderr": done.stderr, "stdout": done.stdout}
             done = predict(work, notes, work / "ray-no-token.jsonl", *db, *address, env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32,
-                                                                              "RAY_gcs_rpc_server_connect_timeout_s": "3"})
+                                                                              "RAY_gcs_server_port_wait_time_s": "3"})
             report["ray_wrong_token"] = {"status": done.returncode, "stderr": done.stderr,
                                          "wrote": (work / "ray-no-token.jsonl").exists()}
+
+            # a model that cannot be reached stops the run: one line, nothing half-written, resumable
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                closed = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+            done = predict(work, notes, work / "ray-dead-model.jsonl", *db, *address, "--model", "scripted", "--api-base", closed,
+                           "--retries", "0", "--workers", "1", "--threads", "2",
+                           env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+            report["ray_dead_model"] = {"status": done.returncode, "stderr": done.stderr,
+                                        "lines": len(lines(work / "ray-dead-model.jsonl"))}
 
             # the local cluster `predict` starts, killed (SIGKILL) once it has saved some notes
             output = work / "ray-killed.jsonl"

@@ -101,6 +101,15 @@ def test_compiled_program_reaches_the_workers_without_its_file(seen):
 
 
 @in_namespace
+def test_a_failing_model_stops_the_run_with_one_line_saying_how_to_resume(seen):
+    dead = seen["ray_dead_model"]
+    assert dead["status"] == 1 and dead["lines"] == 0
+    lines = dead["stderr"].strip().splitlines()
+    assert len(lines) == 1 and "failed after 0 retries: cannot reach the server" in lines[0]
+    assert "0 of 25 notes are saved in" in lines[0] and lines[0].endswith("ray-dead-model.jsonl to resume")
+
+
+@in_namespace
 def test_wrong_token_is_one_line_and_writes_nothing(seen):
     wrong = seen["ray_wrong_token"]
     assert wrong["status"] == 1 and not wrong["wrote"]
