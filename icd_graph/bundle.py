@@ -1,6 +1,7 @@
 """A knowledge base as one value: the bytes of its DuckDB file and of the search indexes beside
-it, for a process that cannot read the disk it was built on (a worker on another node of a Ray
-cluster), and written back as a knowledge base there, once per node and content."""
+it (`.bm25`, and `.dense` when built), for a process that cannot read the disk it was built on
+(a worker on another node of a Ray cluster), and written back as a knowledge base there, once
+per node and content."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB_NAME = "icd10cm.duckdb"
+INDEXES = (".bm25", ".dense")
+"""The folders beside a knowledge-base file that belong to it (lexical and dense search)."""
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,14 @@ class Bundle:
 
 
 def pack(db: Path) -> Bundle:
-    """The knowledge base at `db` (the DuckDB file and its `.bm25` folder) as a Bundle."""
+    """The knowledge base at `db` (the DuckDB file and the index folders beside it) as a Bundle."""
     db = Path(db)
-    indexes = db.with_name(db.name + ".bm25")
     files = {DB_NAME: db.read_bytes()}
-    for path in sorted(indexes.rglob("*")):
-        if path.is_file():
-            files[f"{DB_NAME}.bm25/{path.relative_to(indexes).as_posix()}"] = path.read_bytes()
+    for suffix in INDEXES:
+        folder = db.with_name(db.name + suffix)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                files[f"{DB_NAME}{suffix}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
     digest = hashlib.sha256()
     for name, data in files.items():
         digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big"))

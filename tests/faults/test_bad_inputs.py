@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -142,8 +143,16 @@ CASES = {
     "too few resamples": Case("compare --program medcoder --dataset jsonl:{w}/notes.jsonl --resamples 10", 2, "--resamples"),
     "evaluate without dataset": Case("evaluate --predictions {w}/notes.jsonl", 2, "Missing option '--dataset'"),
     "export without out": Case("data export jsonl:{w}/notes.jsonl", 2, "Missing argument 'OUT'"),
+    "traces without out": Case("data traces --dataset jsonl:{w}/notes.jsonl --from-gold", 2, "Missing option '--out'"),
+    "traces min-f1 above 1": Case("data traces --dataset jsonl:{w}/notes.jsonl --from-gold --min-f1 2 --out {w}/out/t.jsonl",
+                                  2, "is not in the range 0<=x<=1"),
     "build db is a folder": Case("icd build --db {w}", 2, "is a directory"),
     # the knowledge base: exit 1
+    "traces program and gold": Case("data traces --dataset jsonl:{w}/notes.jsonl --from-gold --program clh --out {w}/out/t.jsonl {db}",
+                                    1, "give either --program"),
+    "traces out is the input": Case("data traces --dataset jsonl:{w}/notes.jsonl --from-gold --out {w}/notes.jsonl {db}",
+                                    1, "is the input file"),
+    "traces aci without labels": Case("data traces --dataset aci:train --from-gold --out {w}/out/t.jsonl {db}", 1, "pass --labels"),
     "malformed code": Case("icd show XYZ {db}", 1, "XYZ"),
     "unknown code": Case("icd show Z99.999 {db}", 1, "Z99.999"),
     "expand malformed code": Case("icd expand 12345 {db}", 1, "12345"),
@@ -222,7 +231,9 @@ CASES = {
                                       "--output {w}/out/p.jsonl {db}", 1, "none of the 2 notes", reports=True),
     "unknown program": Case("predict {w}/note.txt --program gpt-coder {db}", 1, "unknown program 'gpt-coder'"),
     "missing compiled file": Case("predict {w}/note.txt --program {w}/none.json {db}", 1, "no compiled program at"),
-    "missing gguf": Case("predict {w}/note.txt --model local:{w}/none.gguf {db}", 1, "no GGUF model at"),
+    # without the `local` extra the first thing to say is what to install
+    "missing gguf": Case("predict {w}/note.txt --model local:{w}/none.gguf {db}", 1,
+                         "no GGUF model at" if find_spec("llama_cpp") else "needs llama-cpp-python"),
     "dead model": Case("predict {w}/note.txt --program medcoder --model scripted --api-base {dead} --retries 0 {db}", 1,
                        "cannot reach the server"),
     "server error": Case("predict {w}/note.txt --program medcoder --model scripted --api-base {s500} --retries 0 {db}", 1,
