@@ -87,10 +87,10 @@ class KnowledgeBase:
         self._tables_lock = threading.Lock()
 
     def preload(self, parts: tuple[str, ...] = ("search",)) -> threading.Thread:
-        """Starts loading `parts` ('search', 'index' for the index tree, 'graph',
+        """Starts loading `parts` ('search': lexical and dense, 'index' for the index tree, 'graph',
         'hierarchy') on a daemon thread, so that the first query finds them loaded or waits only
         for the rest. A part that fails to load raises its error at that first query instead."""
-        loaders = {"search": lambda: self._search().load(), "index": self._index_tree, "graph": self._graph,
+        loaders = {"search": lambda: self._search().has_dense(), "index": self._index_tree, "graph": self._graph,
                    "hierarchy": self._hierarchy}
         with self._lock:
             todo = [part for part in parts if part not in self._preloading]
