@@ -47,3 +47,4 @@ bench: install-local install-dense
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py
+	$(BIN)/python bench/threads_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}

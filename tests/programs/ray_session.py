@@ -109,6 +109,13 @@ def run(args) -> dict:
         try:
             done = predict(work, notes, work / "ray-address.jsonl", *db, *address, "--workers", "2", env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
             report["ray_address"] = {"status": done.returncode, "stderr": done.stderr, "stdout": done.stdout}
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "cli.py", "evaluate", "--dataset", f"jsonl:{notes}", "--program", "medcoder", *db, *address,
+                 "--workers", "1", "--output", str(work / "ray-evaluate.jsonl"), "--json"],
+                cwd=REPO, env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, capture_output=True, text=True, timeout=900)
+            SECONDS["ray-evaluate"] = round(time.monotonic() - started, 1)
+            report["ray_evaluate"] = {"status": done.returncode, "stderr": done.stderr, "stdout": done.stdout}
             done = predict(work, notes, work / "ray-no-token.jsonl", *db, *address, env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32,
                                                                               "RAY_gcs_server_port_wait_time_s": "3"})
             report["ray_wrong_token"] = {"status": done.returncode, "stderr": done.stderr,
@@ -150,7 +157,7 @@ def run(args) -> dict:
             stopped = subprocess.run([RAY, "stop", "--force"], env=head_env, capture_output=True, text=True, timeout=120)
             report["head_stopped"] = stopped.returncode
         report["sockets"] = sorted(sockets.seen)
-    for name in ("threads-none", "threads-scripted", "ray-address", "ray-killed"):
+    for name in ("threads-none", "threads-scripted", "ray-address", "ray-evaluate", "ray-killed"):
         report[name] = lines(work / f"{name}.jsonl")
     report["seconds"] = SECONDS
     report["note_ids"] = [json.loads(line)["id"] for line in notes.read_text().splitlines()]

@@ -1,14 +1,14 @@
-"""`predict --engine ray` on real Ray clusters, inside a private network namespace the test
-creates (only loopback exists, so Ray cannot dial the machine's network address, and every
-process Ray starts ends with the namespace): the Ray engine's predictions equal the threads
-engine's with `--model none` (on a head started with `ray start --head`, its token handed to the
-driver) and with the scripted model and a compiled program (whose demos reach the workers
-without a file); the local cluster `predict` starts is killed mid-run with SIGKILL and the rerun
-resumes without losing or repeating a note; a wrong token is one line; every TCP connection
-`ss` saw was on 127.0.0.1.
+"""`predict --engine ray` and `evaluate --program --engine ray` on real Ray clusters, inside a
+private network namespace the test creates (only loopback exists, so Ray cannot dial the
+machine's network address, and every process Ray starts ends with the namespace): the Ray
+engine's predictions equal the threads engine's with `--model none` (on a head started with
+`ray start --head`, its token handed to the driver) and with the scripted model and a compiled
+program (whose demos reach the workers without its file); the local cluster `predict` starts is
+killed mid-run with SIGKILL and the rerun resumes without losing or repeating a note; a wrong
+token and a dead model are one line each; every TCP connection `ss` saw was on 127.0.0.1.
 
 Needs root (for the namespace), `unshare`, `ip`, `ss` and the `ray` extra; skipped, saying so,
-elsewhere. About 2 to 3 minutes on 2 cores: one session, four Ray runs."""
+elsewhere. About 2 to 3 minutes on 2 cores: one session, six Ray runs."""
 
 from __future__ import annotations
 
@@ -78,6 +78,16 @@ def test_ray_address_with_its_token_equals_threads_in_input_order(seen):
     threads = by_id(seen["threads-none"])
     assert [line["id"] for line in seen["ray-address"]] == [i for i in seen["note_ids"] if i in threads]
     assert seen["ray-address"] == [threads[line["id"]] for line in seen["ray-address"]]
+
+
+@in_namespace
+def test_evaluate_codes_on_ray_and_scores(seen):
+    evaluated = seen["ray_evaluate"]
+    assert evaluated["status"] == 0, evaluated["stderr"]
+    payload = json.loads(evaluated["stdout"])
+    assert payload["run"]["written"] == 24 and "micro" in json.dumps(payload)
+    threads = by_id(seen["threads-none"])
+    assert seen["ray-evaluate"] == [threads[line["id"]] for line in seen["ray-evaluate"]] and len(seen["ray-evaluate"]) == 24
 
 
 @in_namespace
