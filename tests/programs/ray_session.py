@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from icd_graph.bundle import pack
 from tests.programs.scripted_server import ECHO_SCRIPT, ScriptedServer
 from tests.programs.synthetic import write_problem_notes
 
@@ -88,6 +90,8 @@ def run(args) -> dict:
     with notes.open("a") as handle:  # a note that cannot be coded: listed as failed, by both engines
         handle.write(json.dumps({"id": "empty-note", "text": "   "}) + "\n")
     db = ["--db", args.db]
+    unpacked = Path(tempfile.gettempdir()) / "icd-coder-kb" / pack(Path(args.db)).digest
+    shutil.rmtree(unpacked, ignore_errors=True)  # the workers must write it from the bundle they are sent
     token = secrets.token_hex(16)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(work / "home")}
     with Sockets() as sockets, ScriptedServer(ECHO_SCRIPT, delay=0.2) as server:
@@ -159,6 +163,7 @@ def run(args) -> dict:
         report["sockets"] = sorted(sockets.seen)
     for name in ("threads-none", "threads-scripted", "ray-address", "ray-evaluate", "ray-killed"):
         report[name] = lines(work / f"{name}.jsonl")
+    report["unpacked"] = (unpacked / "icd10cm.duckdb").is_file()
     report["seconds"] = SECONDS
     report["note_ids"] = [json.loads(line)["id"] for line in notes.read_text().splitlines()]
     return report

@@ -102,10 +102,15 @@ def test_killed_local_run_resumes_each_note_once_equal_to_threads(seen):
     threads = by_id(seen["threads-scripted"])
     assert all(line == threads[line["id"]] for line in seen["ray-killed"]), "codes, traces and usage of the threads run"
     assert all(line["result"]["usage"] for line in seen["ray-killed"]), "the scripted model was called"
+    resumed_lines = seen["ray-killed"][killed["saved"]:]
+    for key in ("prompt_tokens", "completion_tokens"):
+        total = sum(usage[key] for line in resumed_lines for usage in line["result"]["usage"].values())
+        assert sum(counts[key] for counts in summary["usage"].values()) == total > 0, "usage totals of the run"
 
 
 @in_namespace
-def test_compiled_program_reaches_the_workers_without_its_file(seen):
+def test_the_knowledge_base_and_compiled_program_reach_the_workers_without_their_files(seen):
+    assert seen["unpacked"], "the workers wrote the knowledge base from the bundle sent through the object store"
     prompts = seen["ray_prompts"]
     assert prompts["extract"] >= 20 and prompts["with_demo"] == prompts["extract"]
 
