@@ -19,7 +19,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -e '.[test,review]'
 
 install-local: $(BIN)/python
-	$(BIN)/pip install -e '.[test,review,local]'
+	$(BIN)/pip install -e '.[test,review,local,ray]'
 
 # The review app's browser test drives Debian's Chromium in a network namespace (ip, unshare);
 # as root (CI) they are installed when missing, elsewhere the test says what it needs and skips.
@@ -47,3 +47,4 @@ bench: install-local install-dense
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py
+	$(BIN)/python bench/threads_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}

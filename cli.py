@@ -92,6 +92,55 @@ def lm_options(default_model: str | None = "local", model_help: str = "", decodi
     return decorate
 
 
+def engine_options(batch: str):
+    """--threads, --engine, --ray-address and --workers: how a batch of notes is run."""
+
+    def decorate(func):
+        func = click.option("--workers", type=click.IntRange(1, 4096), default=None,
+                            help="With --engine ray: actors coding notes, each with --threads threads "
+                            "(default: one per CPU of the cluster).")(func)
+        func = click.option("--ray-address", default=None,
+                            help="With --engine ray: a running cluster, HOST:PORT of `ray start --head` (its token in "
+                            "RAY_AUTH_TOKEN); default: a local cluster started for this run.")(func)
+        func = click.option("--engine", type=click.Choice(["threads", "ray"]), default="threads", show_default=True,
+                            help=f"With {batch}: code the notes on threads of this process, or on a Ray cluster "
+                            "(pip install -e '.[ray]').")(func)
+        return click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+                            help="Threads at work at once, coding notes or the independent stage calls of a note "
+                            "(with --engine ray: per worker).")(func)
+
+    return decorate
+
+
+def check_engine(engine: str, ray_address: str | None, workers: int | None, batch: bool, needs: str) -> None:
+    """--engine ray goes with a batch; --ray-address and --workers go with --engine ray."""
+    if engine == "ray" and not batch:
+        raise click.UsageError(f"--engine ray codes a batch: it goes with {needs}")
+    if engine != "ray" and (ray_address or workers):
+        raise click.UsageError("--ray-address and --workers go with --engine ray")
+
+
+def warm_up(kb) -> None:
+    """Starts loading, in the background, what every program needs first (medspaCy, the
+    search indexes), while the command goes on importing DSPy and loading the program."""
+    from programs.extractor import EXTRACTOR
+
+    EXTRACTOR.preload()
+    kb.preload()
+
+
+def run_notes(program, records, output: Path, spec, lm, engine: str, threads: int, ray_address: str | None,
+              workers: int | None, on_note):
+    """The batch on the chosen engine (programs.batch or programs.ray_engine)."""
+    if engine == "ray":
+        from programs.ray_engine import Cluster, run_ray_batch
+
+        return run_ray_batch(program, records, output, spec, Cluster(ray_address, workers, threads), on_note=on_note)
+    from programs.batch import run_batch
+
+    return run_batch(program, records, output, lm, threads=threads, on_note=on_note)
+
+
 def check_model(ctx, param, value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise click.BadParameter("must name a model, e.g. local or openai/gpt-4o-mini", ctx, param)
@@ -566,14 +615,15 @@ def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Pa
               help="Run this program over the dataset, then score it: medcoder | clh | verify | a compiled .json.")
 @lm_options(None, "With --program: 'none' (default: the coding rules alone), 'local' (embedded), 'local:/path.gguf', "
             "or a LiteLLM model string.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
+@engine_options("--program")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="With --program: predictions JSONL; a rerun with the same file resumes (default: a new file in the temp dir).")
 @dataset_options
 @db_option
 @json_option
 def evaluate_command(dataset: str, predictions: Path | None, program_name: str | None, model: str | None, api_base: str | None,
-                     api_key: str | None, timeout: float, retries: int, decoding: str, threads: int, output: Path | None, labels: Path | None,
+                     api_key: str | None, timeout: float, retries: int, decoding: str, threads: int, engine: str,
+                     ray_address: str | None, workers: int | None, output: Path | None, labels: Path | None,
                      mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
     """Score predictions against a dataset's gold codes: micro/macro and category P/R/F1, exact
     match, evidence token F1, and the recall after each program stage when the lines carry the
@@ -584,8 +634,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
     from data.errors import DatasetError
     from data.specs import parse_spec
     from optimizers.evaluate import evaluate, read_predictions, read_results, stage_answers, stage_recall
-    from programs.lm import make_lm
-
+    check_engine(engine, ray_address, workers, program_name is not None, "--program")
     if (predictions is None) == (program_name is None):
         raise DatasetError("give either --predictions FILE (score a file) or --program NAME --model M (run and score)")
     if predictions is not None and (model or api_base or output or threads != 1 or decoding != "auto"):
@@ -597,12 +646,17 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         check_prediction_output(output, dataset)
     run = None
     with open_validator(db) if program_name is None else knowledge_base(db) as validator:
+        if program_name is not None and engine == "threads":
+            warm_up(validator)
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            lm = make_lm(model or "none", api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
-            run = run_program(program_name, validator, loaded.records, lm, threads, output, as_json)
+            from programs.lm import ModelSpec
+
+            spec = ModelSpec(model or "none", api_base, api_key, timeout, retries, decoding)
+            run = run_program(program_name, validator, loaded.records, spec, output, as_json,
+                              engine=engine, threads=threads, ray_address=ray_address, workers=workers)
             if run.failed and not (run.written or run.skipped):
                 raise DatasetError(f"none of the {len(loaded.records)} notes of {dataset} could be coded: {failures(run.failed)}")
             predictions = run.output
@@ -648,21 +702,25 @@ def knowledge_base(db: Path | None):
     return KnowledgeBase(resolve_db(db))
 
 
-def run_program(program_name: str, kb, records, lm, threads: int, output: Path | None, quiet: bool):
+def run_program(program_name: str, kb, records, spec, output: Path | None, quiet: bool, *, engine: str, threads: int,
+                ray_address: str | None, workers: int | None):
     """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
     import tempfile
 
-    from programs.batch import finished_ids, run_batch
+    from programs.batch import finished_ids
     from programs.registry import load_program
 
     program = load_program(program_name, kb)
+    lm = spec.make() if engine == "threads" or not spec.local else None
+    if engine == "threads":
+        program.preload()
     output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
     done = finished_ids(output)
     todo = sum(record.id not in done for record in records)
     if not quiet:
         err_console.print(f"Coding {todo} notes into {output} (a rerun with --output {output} resumes)", highlight=False)
     with notes_progress(todo, quiet) as advance:
-        return run_batch(program, records, output, lm, threads=threads, on_note=advance)
+        return run_notes(program, records, output, spec, lm, engine, threads, ray_address, workers, advance)
 
 
 def run_payload(run) -> dict:
@@ -763,18 +821,16 @@ def retrieval_eval(
               help="Batch input: notes.jsonl or a dataset spec (aci:valid, mdace:test, jsonl:PATH).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Batch output JSONL; a rerun skips notes already in it.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
+@engine_options("--input")
 @click.option("--verbose", "-v", is_flag=True, help="With NOTE: every stage's dropped items with the reasons and its log.")
 @db_option
 @json_option
-def predict(note, program_name, model, api_base, api_key, timeout, retries, decoding, input_spec, output, threads, verbose, db,
-            as_json) -> None:
+def predict(note, program_name, model, api_base, api_key, timeout, retries, decoding, input_spec, output, threads, engine,
+            ray_address, workers, verbose, db, as_json) -> None:
     """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
-    from icd_graph.kb import KnowledgeBase
     from programs.errors import BatchError
-    from programs.lm import make_lm
-    from programs.registry import default_program, load_program
 
+    check_engine(engine, ray_address, workers, input_spec is not None, "--input")
     if (note is None) == (input_spec is None):
         raise BatchError("give either NOTE (a file or -) or --input with --output")
     if input_spec is not None and output is None:
@@ -784,13 +840,22 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
     check_decoding(model, api_base, decoding)
     records = batch_records(input_spec, output) if input_spec is not None else None
     text = read_note_arg(note) if note is not None else None
-    with KnowledgeBase(resolve_db(db)) as kb:
+    with knowledge_base(db) as kb:
+        if engine == "threads":
+            warm_up(kb)
+        from programs.lm import ModelSpec
+        from programs.registry import default_program, load_program
+
         program = load_program(program_name or default_program(model), kb)
-        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decoding)
+        spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
+        lm = spec.make() if engine == "threads" or not spec.local else None
+        if engine == "threads":
+            program.preload()
         if text is not None:
-            predict_one(program, text, lm, as_json, verbose)
+            predict_one(program, text, lm, threads, as_json, verbose)
         else:
-            predict_batch(program, input_spec, records, output, lm, threads, as_json)
+            predict_batch(program, input_spec, records, output, spec, lm, as_json,
+                          engine=engine, threads=threads, ray_address=ray_address, workers=workers)
 
 
 def batch_records(input_spec: str, output: Path):
@@ -824,10 +889,15 @@ def read_note_arg(note: str) -> str:
         raise NoteError(f"cannot read note {note}: {exc.strerror or exc}") from None
 
 
-def predict_one(program, text: str, lm, as_json: bool, verbose: bool = False) -> None:
+def predict_one(program, text: str, lm, threads: int, as_json: bool, verbose: bool = False) -> None:
     from programs.batch import code_note
+    from programs.concurrency import Budget
 
-    result = code_note(program, text, lm)
+    budget = Budget(threads)
+    try:
+        result = code_note(program, text, lm, budget)
+    finally:
+        budget.close()
     if as_json:
         print_json({"codes": result.code_list, "result": result.to_dict()})
         return
@@ -850,10 +920,10 @@ def predict_one(program, text: str, lm, as_json: bool, verbose: bool = False) ->
     print_usage(result.usage, None)
 
 
-def predict_batch(program, input_spec: str, records, output: Path, lm, threads: int, as_json: bool) -> None:
+def predict_batch(program, input_spec: str, records, output: Path, spec, lm, as_json: bool, *, engine: str, threads: int,
+                  ray_address: str | None, workers: int | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from programs.batch import run_batch
     from programs.errors import BatchError
 
     with Progress(
@@ -862,8 +932,8 @@ def predict_batch(program, input_spec: str, records, output: Path, lm, threads: 
     ) as bar:
         task = bar.add_task("Coding", total=len(records))
         bar.update(task, completed=0)
-        summary = run_batch(program, records, output, lm, threads=threads,
-                            on_note=lambda note_id: bar.advance(task))
+        summary = run_notes(program, records, output, spec, lm, engine, threads, ray_address, workers,
+                            lambda note_id: bar.advance(task))
     payload = {
         "output": str(summary.output), "written": summary.written, "skipped": summary.skipped,
         "failed": [{"id": i, "error": e} for i, e in summary.failed], "usage": summary.usage, "cost": summary.cost,
@@ -1074,8 +1144,8 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
         names = list(dict.fromkeys([*program_names, *(program.name for _, program in compiled)]))
         systems = [(name, name, None, build_program(name, kb)) for name in names]
         systems += [(str(path), program.name, str(path), program) for path, program in compiled]
-        lms = {each: make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=each)
-               for each in decodings}
+        first = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decodings[0])
+        lms = {each: first if each == decodings[0] else first.copy(decoding=each) for each in decodings}
         runs = []
         with notes_progress((len(systems) * len(lms) + 1) * len(data.records), as_json) as advance:
             runs.append(run_system(FLOOR, build_program("medcoder", kb), data.records, None, program_name="medcoder",
@@ -1235,5 +1305,26 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
                 err_console.print(f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}", highlight=False)
 
 
+def run_and_exit() -> None:
+    """Runs the command line, then exits without tearing down the interpreter's objects, which
+    takes seconds after a batch (millions of objects of the search indexes, medspaCy, DSPy):
+    the output is flushed and the exit handlers run first, so nothing is lost."""
+    import atexit
+    import os
+
+    try:
+        cli()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
+            pass
+    atexit._run_exitfuncs()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    cli()
+    run_and_exit()

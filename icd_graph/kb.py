@@ -2,7 +2,8 @@
 expansion, validation and completion, lexical search and alphabetic-index navigation.
 
 A `KnowledgeBase` is safe to share across threads: each thread queries through its own DuckDB
-cursor. The expansion graph, the search indexes and the index tree are loaded on first use.
+cursor. The expansion graph, the search indexes and the index tree are loaded on first use, or
+ahead of it in the background (`preload`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class KnowledgeBase:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
         self._searcher = None
+        self._preloading: set[str] = set()
         self._tree = None
         self._nodes = None
         self._tables: dict[str, list] = {}
@@ -86,6 +88,27 @@ class KnowledgeBase:
         self._paths: dict[str, list[str]] | None = None
         self._billable_of: dict[str, list[str]] | None = None
         self._tables_lock = threading.Lock()
+
+    def preload(self, parts: tuple[str, ...] = ("search",)) -> threading.Thread:
+        """Starts loading `parts` ('search': lexical and dense, 'index' for the index tree, 'graph',
+        'hierarchy') on a daemon thread, so that the first query finds them loaded or waits only
+        for the rest. A part that fails to load raises its error at that first query instead."""
+        loaders = {"search": lambda: self._search().has_dense(), "index": self._index_tree, "graph": self._graph,
+                   "hierarchy": self._hierarchy}
+        with self._lock:
+            todo = [part for part in parts if part not in self._preloading]
+            self._preloading.update(todo)
+
+        def load() -> None:
+            for part in todo:
+                try:
+                    loaders[part]()
+                except Exception:  # noqa: BLE001 - raised again, with its message, where the part is used
+                    return
+
+        thread = threading.Thread(target=load, name="icd-kb-preload", daemon=True)
+        thread.start()
+        return thread
 
     def __enter__(self) -> KnowledgeBase:
         return self

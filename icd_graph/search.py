@@ -425,7 +425,8 @@ class Scored:
 
 
 class Searcher:
-    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use."""
+    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use or by
+    `load` (which `KnowledgeBase.preload` calls in the background from the start of a run)."""
 
     def __init__(self, folder: Path, dense: Callable[[], DenseIndex | None] | None = None):
         """`dense` opens the dense index (None when there is none), once, when a search first
@@ -436,7 +437,7 @@ class Searcher:
         self._lock = threading.Lock()
         self._loaded = False
 
-    def _load(self) -> None:
+    def load(self) -> None:
         with self._lock:
             if self._loaded:
                 return
@@ -487,7 +488,7 @@ class Searcher:
     def has_dense(self) -> bool:
         """Whether the dense leg is there, opening it on first use (DenseMismatch when its
         vectors belong to another build or model)."""
-        self._load()
+        self.load()
         with self._lock:
             if self._open_dense is not None:
                 self.dense = self._open_dense()
@@ -513,7 +514,7 @@ class Searcher:
         """Tabular: any node; index and all: billable codes only (see the module docstring)."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-        self._load()
+        self.load()
         if source == DENSE:
             return self._dense_search(text, k)
         tokens = [self._correct(token) for token in tokenize(text)]

@@ -4,6 +4,7 @@ with a logged fallback on malformed LM output, and the result wrapped in a Predi
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
@@ -13,8 +14,9 @@ from dspy.utils.exceptions import AdapterParseError
 from icd_graph.vocabulary import tokenize
 from programs.answers import Narrowing, outside
 from programs.chunking import split_note
+from programs.concurrency import in_order
 from programs.decoding import CONSTRAINED, decoding
-from programs.extractor import Problem, ProblemExtractor
+from programs.extractor import EXTRACTOR, Problem, ProblemExtractor
 from programs.floor import keep_problem
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
@@ -22,7 +24,6 @@ from programs.result import Answer, CodedDiagnosis, CodingResult, StageTrace
 from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
-EXTRACTOR = ProblemExtractor()
 SHARED = ("kb", "extractor")
 
 
@@ -41,6 +42,8 @@ class CodingProgram(dspy.Module):
     """
 
     name: ClassVar[str]
+    kb_parts: ClassVar[tuple[str, ...]] = ("search",)
+    """What the program queries that `KnowledgeBase.preload` can load ahead of the first note."""
 
     def __init__(self, kb, max_note_chars: int = MAX_NOTE_CHARS, extractor: ProblemExtractor | None = None):
         super().__init__()
@@ -54,6 +57,11 @@ class CodingProgram(dspy.Module):
         for key, value in self.__dict__.items():
             clone.__dict__[key] = value if key in SHARED else copy.deepcopy(value, memo)
         return clone
+
+    def preload(self) -> list[threading.Thread]:
+        """Starts loading, in the background, the extractor and the parts of the knowledge base
+        the program queries (see `KnowledgeBase.preload`)."""
+        return [self.extractor.preload(), self.kb.preload(self.kb_parts)]
 
     def forward(self, note: str) -> dspy.Prediction:
         check_note(note)
@@ -96,13 +104,18 @@ class CodingProgram(dspy.Module):
         narrow: Mapping[str, Narrowing] | None = None,
         **inputs,
     ) -> list[tuple[str, str]]:
-        """The (item, companion) pairs `predictor` reads from every part of the note (with the
-        other `inputs`) in its two parallel output `fields`, each item once (case ignored);
-        `reject(item, companion)` gives the reason to drop a pair, or None; `narrow` restricts
-        fields of the answer (`run_stage`). All of it is logged in `trace`."""
+        """The (item, companion) pairs `predictor` reads from every part of the note (the parts
+        read concurrently, with the other `inputs`) in its two parallel output `fields`, each item
+        once (case ignored); `reject(item, companion)` gives the reason to drop a pair, or None;
+        `narrow` restricts fields of the answer (`run_stage`). All of it is logged in `trace`."""
         found: dict[str, tuple[str, str]] = {}
-        for part in self.parts(note, trace):
-            out = run_stage(predictor, trace, narrow, note=part, **inputs)
+
+        def read(part: str) -> tuple[dspy.Prediction | None, StageTrace]:
+            logged = StageTrace(trace.stage)
+            return run_stage(predictor, logged, narrow, note=part, **inputs), logged
+
+        for out, logged in in_order(read, self.parts(note, trace)):
+            trace.extend(logged)
             if out is None:
                 continue
             for item, companion in paired(getattr(out, fields[0]), getattr(out, fields[1])):

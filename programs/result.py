@@ -99,6 +99,15 @@ class StageTrace:
         plural = "" if len(self.answers) == 1 else "s"
         return f"{text}; {len(self.answers)} LM answer{plural} ({how})" + (f", {outside} outside the list" if outside else "")
 
+    def extend(self, part: StageTrace) -> None:
+        """Append what `part` (the same stage's record of one item, made apart, e.g. on another
+        thread) proposed, kept, dropped, logged and answered."""
+        self.proposed.extend(part.proposed)
+        self.kept.extend(part.kept)
+        self.dropped.extend(part.dropped)
+        self.log.extend(part.log)
+        self.answers.extend(part.answers)
+
     def pass_on(self, codes) -> None:
         """Add `codes` to the codes passed on, without repeats, in order."""
         for code in codes:

@@ -29,7 +29,7 @@ from optimizers.metrics import code_f1
 from programs.base import CodingProgram
 from programs.batch import BatchSummary, code_note, finished_ids
 from programs.errors import NoteError
-from programs.lm import history_cost
+from programs.lm import spent
 
 PROGRAM_SYSTEM = (
     "You are the {program} ICD-10-CM coding program (stages: {stages}). Each stage gives its instructions and "
@@ -148,7 +148,7 @@ def write_traces(
     summary = TraceSummary(output)
     todo = [record for record in records if record.id not in done]
     summary.skipped = len(records) - len(todo)
-    start = len(lm.history) if lm is not None else 0  # lm None: `--model none`, the rules alone
+    before = spent(lm)  # 0 with lm None: `--model none`, the rules alone
     with recorded(program) as kb, output.open("a", encoding="utf-8") as sink, \
             ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending = {pool.submit(trace_note, program, kb, record, lm, meta): record for record in todo}
@@ -176,5 +176,5 @@ def write_traces(
         finally:
             for future in pending:
                 future.cancel()
-    summary.cost = history_cost(lm, start)
+    summary.cost = spent(lm) - before
     return summary
