@@ -208,7 +208,7 @@ def test_predict_codes_an_example_note_with_the_shipped_local_program(kb_path, t
     note_path = REPO / "data" / "examples" / "knee_injury.txt"
     env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "cache")}
     done = subprocess.run(
-        [sys.executable, "cli.py", "predict", str(note_path), "--db", str(kb_path), "--json"],
+        [sys.executable, "cli.py", "predict", str(note_path), "--model", "local", "--db", str(kb_path), "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
