@@ -10,11 +10,36 @@ def test_billable_code_is_kept_and_normalised(kb):
     assert repair_code(kb, " I10. ").code == "I10"
 
 
-def test_non_billable_code_is_completed_to_a_billable_descendant(kb):
+def test_an_incomplete_code_is_completed_to_the_index_default(kb):
+    # The alphabetic index prints E11.319 for 'Diabetes, type 2, with, retinopathy' (macular
+    # edema is a subterm of its own): the default when the note says no more.
+    (entry, *_) = kb.index_lookup(["Diabetes", "type 2", "with", "retinopathy"])
+    assert entry.path == "Diabetes, diabetic, type 2, with, retinopathy" and entry.code == "E11.319"
     repair = repair_code(kb, "E11.3", context="diabetic retinopathy")
-    assert repair.code and repair.code.startswith("E11.3")
-    assert kb.validate(repair.code).billable
-    assert "completed" in repair.reason
+    assert repair.code == "E11.319"
+    assert repair.reason == "E11.3 is not billable; completed to E11.319"
+
+
+@pytest.mark.parametrize(
+    "raw, context, code",
+    [
+        ("E11.3", "diabetic retinopathy with macular edema", "E11.311"),  # the edema is documented
+        ("E11.31", "", "E11.319"),
+        ("E11", "type 2 diabetes", "E11.9"),  # 'without complications'
+        ("W19", "fall at home", "W19.XXXA"),  # initial encounter
+        ("S72.001", "hip fracture", "S72.001A"),  # initial encounter for closed fracture
+        ("S72.001", "hip fracture, subsequent encounter, routine healing", "S72.001D"),
+        ("S52.5", "distal radius fracture", "S52.509A"),  # no side named: unspecified radius
+        ("M17", "osteoarthritis of the right knee", "M17.11"),
+        ("M17", "osteoarthritis of knee", "M17.9"),
+        ("J45", "asthma", "J45.909"),  # 'uncomplicated'
+        ("J45.9", "asthma exacerbation", "J45.901"),
+        ("N18", "chronic kidney disease stage 3", "N18.30"),  # stage 3, not stage 1
+        ("I25", "coronary artery disease", "I25.10"),  # 'without angina pectoris'
+    ],
+)
+def test_completion_picks_what_a_coder_would(kb, raw, context, code):
+    assert repair_code(kb, raw, context).code == code
 
 
 def test_unknown_and_malformed_codes_are_dropped_with_a_reason(kb):
