@@ -105,6 +105,9 @@ class ScriptedServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
                 content = server.answer(body["messages"])
+                if content is None:
+                    self.send_error(503, "scripted outage")
+                    return
                 payload = {
                     "id": "chatcmpl-scripted",
                     "object": "chat.completion",
@@ -127,7 +130,8 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def answer(self, messages: list[dict]) -> str:
+    def answer(self, messages: list[dict]) -> str | None:
+        """The reply to a chat (None: the server answers HTTP 503)."""
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         user = messages[-1]["content"]
         outputs = system.split("Your output fields are:")[-1].split("All interactions")[0]

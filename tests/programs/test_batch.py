@@ -1,0 +1,74 @@
+"""run_batch: a note that cannot be coded is reported and left out; a model that fails stops
+the batch with a ModelError, keeping the notes already written, and a rerun finishes the rest."""
+
+import json
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+from data.records import NoteRecord
+from programs.batch import run_batch
+from programs.errors import ModelError
+from programs.lm import make_lm
+from programs.medcoder import MedCoder
+from tests.programs.scripted_server import ScriptedServer
+
+NOTES = [
+    NoteRecord("a", "Assessment: Essential hypertension, above goal.", ()),
+    NoteRecord("b", "Assessment: Type 2 diabetes mellitus, uncontrolled with hyperglycemia.", ()),
+    NoteRecord("c-empty", "   ", ()),
+    NoteRecord("z-outage", "Assessment: OUTAGE. Essential hypertension, above goal.", ()),
+]
+
+
+class Outage(ScriptedServer):
+    """Answers like the scripted server, but fails (HTTP 503) every call about a note that says
+    OUTAGE, while `down` is set."""
+
+    down = True
+
+    def answer(self, messages):
+        if self.down and "OUTAGE" in messages[-1]["content"]:
+            return None
+        return super().answer(messages)
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    with Outage() as server:
+        lm = make_lm("hosted_vllm/scripted", server.url, cache=False, num_retries=0)
+        with pytest.raises(ModelError, match="failed after retries"):
+            run_batch(MedCoder(kb), NOTES, out, lm)
+        assert [row["id"] for row in lines(out)] == ["a", "b"]
+        assert [row["codes"] for row in lines(out)] == [["I10"], ["E11.65"]]
+
+        server.down = False
+        summary = run_batch(MedCoder(kb), NOTES, out, lm)
+    assert (summary.skipped, summary.written) == (2, 1)
+    assert [note_id for note_id, _ in summary.failed] == ["c-empty"]
+    assert "empty" in summary.failed[0][1]
+    assert [row["id"] for row in lines(out)] == ["a", "b", "z-outage"]
+    assert lines(out)[2]["codes"] == ["I10"]
+
+
+def test_a_batch_against_a_dead_model_exits_1_and_writes_nothing(kb_path, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in NOTES))
+    out = tmp_path / "preds.jsonl"
+    result = CliRunner().invoke(cli, [
+        "predict", "--input", str(notes), "--output", str(out), "--model", "scripted",
+        "--api-base", f"http://127.0.0.1:{port}/v1", "--retries", "0", "--db", str(kb_path), "--json",
+    ])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: model hosted_vllm/scripted failed after retries")
+    assert "Traceback" not in result.output
+    assert not out.exists() or out.read_text() == ""
