@@ -124,6 +124,16 @@ def test_index_navigation(kb):
     assert kb.index_lookup(["Zzzyzzx"]) == []
 
 
+def test_index_navigation_reads_modifiers_and_denied_words_as_a_coder_does(kb):
+    # '(essential)' is a nonessential modifier of the main term: the main term covers it, not
+    # 'Hypertension, complicating, childbirth, pre-existing, essential' (O10.02)
+    assert kb.index_lookup(["Hypertension", "Essential hypertension, above goal."])[0].code == "I10"
+    # 'without macular edema' is the subterm 'mild' itself, not its subterm 'with macular edema'
+    statement = "Type 2 diabetes mellitus with mild nonproliferative diabetic retinopathy without macular edema"
+    assert kb.index_lookup(["Diabetes", statement])[0].code == "E11.329"
+    assert kb.index_lookup(["Diabetes", statement.replace("without", "with")])[0].code == "E11.321"
+
+
 def test_index_navigation_reaches_the_table_of_neoplasms_row_of_the_site(kb):
     adenoma = kb.index_lookup(["Adenoma", "pituitary adenoma"])
     assert adenoma[0].see_also.split() == ["Neoplasm,", "benign,", "by", "site"]
