@@ -105,6 +105,10 @@ def test_paired_bootstrap_interval_is_the_percentile_interval_of_resampled_diffe
     assert result.significant and (result.resamples, result.confidence) == (2000, 0.95)
     assert result == paired_bootstrap(half, b, resamples=2000, seed=0)
 
+    # a 50% interval: the quartiles, k = 4 (P(k >= 4) = 22/64 > 25% > P(k >= 5)) and k = 2
+    quartiles = paired_bootstrap(half, b, resamples=2000, confidence=0.5, seed=0)
+    assert (quartiles.low, quartiles.high) == (pytest.approx(2 / 10), pytest.approx(4 / 8))
+
     everything = paired_bootstrap(six_notes(set()), b, resamples=200, seed=1)
     assert (everything.a, everything.b, everything.delta, everything.low, everything.high) == (0.0, 1.0, 1.0, 1.0, 1.0)
 
@@ -125,3 +129,29 @@ def test_paired_bootstrap_resamples_the_same_notes_for_both_systems():
 def test_paired_bootstrap_rejects_different_notes():
     with pytest.raises(ValueError):
         paired_bootstrap([score_note("a", ["I10"], [])], [score_note("b", ["I10"], [])])
+
+
+def test_counts_at_their_edges():
+    from optimizers.metrics import Counts
+
+    assert (Counts(1, 1, 0).precision, Counts(1, 1, 0).recall, Counts(1, 1, 0).f1) == (0.5, 1.0, pytest.approx(2 / 3))
+    assert (Counts(1, 0, 1).precision, Counts(1, 0, 1).recall, Counts(1, 0, 1).f1) == (1.0, 0.5, pytest.approx(2 / 3))
+    assert (Counts(0, 2, 1).precision, Counts(0, 2, 1).recall, Counts(0, 2, 1).f1) == (0.0, 0.0, 0.0)
+    assert (Counts().precision, Counts().recall, Counts().f1) == (0.0, 0.0, 0.0)
+    assert code_f1(["I10", "E11.9"], ["I10"]) == pytest.approx(2 / 3)
+    assert code_f1(["I10"], ["I10", "E11.9"]) == pytest.approx(2 / 3)
+
+
+def test_nothing_to_score_scores_zero_but_an_empty_note_predicted_empty_is_exact():
+    empty = aggregate([])
+    assert (empty.micro.f1, empty.macro.f1, empty.exact_match, empty.evidence) == (0.0, 0.0, 0.0, None)
+    nothing = aggregate([score_note("n", [], [])])
+    assert (nothing.micro.f1, nothing.macro.precision, nothing.macro.recall, nothing.macro.f1) == (0.0, 0.0, 0.0, 0.0)
+    assert nothing.exact_match == 1.0 and code_f1([], []) == 1.0
+
+
+def test_span_tokens_touching_a_span_are_outside_it():
+    text = "Hypertension,controlled"
+    assert span_tokens(text, [Evidence("I10", 0, 13)]) == {0}  # ends where 'controlled' starts
+    assert span_tokens(text, [Evidence("I10", 12, 23)]) == {1}  # starts where 'Hypertension' ends
+    assert span_tokens(text, [Evidence("I10", 11, 14)]) == {0, 1}

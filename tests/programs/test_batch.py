@@ -40,7 +40,7 @@ def lines(path):
 
 
 def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_path):
-    out = tmp_path / "preds.jsonl"
+    out = tmp_path / "runs" / "one" / "preds.jsonl"
     with Outage() as server:
         lm = make_lm("hosted_vllm/scripted", server.url, cache=False, num_retries=0)
         with pytest.raises(ModelError, match="failed after retries"):
@@ -49,12 +49,18 @@ def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_pat
         assert [row["codes"] for row in lines(out)] == [["I10"], ["E11.65"]]
 
         server.down = False
-        summary = run_batch(MedCoder(kb), NOTES, out, lm)
+        before, seen = len(server.requests), []
+        summary = run_batch(MedCoder(kb), NOTES, out, lm, threads=0, on_note=seen.append)
+        calls = len(server.requests) - before
     assert (summary.skipped, summary.written) == (2, 1)
     assert [note_id for note_id, _ in summary.failed] == ["c-empty"]
     assert "empty" in summary.failed[0][1]
+    assert sorted(seen) == ["c-empty", "z-outage"]
     assert [row["id"] for row in lines(out)] == ["a", "b", "z-outage"]
     assert lines(out)[2]["codes"] == ["I10"]
+    # the scripted server reports 100 prompt and 20 completion tokens per call
+    usage = summary.usage["hosted_vllm/scripted"]
+    assert calls == 2 and (usage["prompt_tokens"], usage["completion_tokens"]) == (200, 40)
 
 
 def test_a_batch_against_a_dead_model_exits_1_and_writes_nothing(kb_path, tmp_path):

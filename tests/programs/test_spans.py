@@ -17,7 +17,13 @@ def check(evidence):
         ("type 2 diabetes mellitus", "normalized", "TYPE 2  diabetes mellitus"),
         ("blood pressure is well controlled on lisinopril", "fuzzy", "BP well controlled on lisinopril."),
         ("hepatic encephalopathy", "none", None),
+        ("hypertension well managed", "none", None),  # one word in common: below the threshold
+        ("lisinopril well tolerated", "none", None),  # Dice 2 * 2 / (3 + 5) = 0.5
+        ("well controlled on metoprolol today", "fuzzy", "BP well controlled on lisinopril."),  # 0.6
+        ("well controlled lisinopril", "fuzzy", "BP well controlled on lisinopril."),  # a quote shorter than the sentence
+        ("Pt has", "exact", "Pt has"),  # at offset 0
         ("", "none", None),
+        ("...", "none", None),  # no word: not matched to the note's full stops
     ],
 )
 def test_locate(quote, match, text):
@@ -26,3 +32,9 @@ def test_locate(quote, match, text):
     assert evidence.match == match
     assert (evidence.span.text if evidence.span else None) == text
     assert evidence.quote == quote
+
+
+def test_a_sentence_without_words_does_not_end_the_fuzzy_search():
+    note = "---\nBP well controlled on lisinopril."
+    evidence = locate(note, "blood pressure is well controlled on lisinopril")
+    assert (evidence.match, evidence.span.text) == ("fuzzy", "BP well controlled on lisinopril.")
