@@ -21,6 +21,7 @@ def check(evidence):
         ("lisinopril well tolerated", "none", None),  # Dice 2 * 2 / (3 + 5) = 0.5
         ("well controlled on metoprolol today", "fuzzy", "BP well controlled on lisinopril."),  # 0.6
         ("well controlled lisinopril", "fuzzy", "BP well controlled on lisinopril."),  # a quote shorter than the sentence
+        ("no pain in the chest", "fuzzy", "No chest pain."),  # a sentence after a space
         ("Pt has", "exact", "Pt has"),  # at offset 0
         ("", "none", None),
         ("...", "none", None),  # no word: not matched to the note's full stops
@@ -38,3 +39,9 @@ def test_a_sentence_without_words_does_not_end_the_fuzzy_search():
     note = "---\nBP well controlled on lisinopril."
     evidence = locate(note, "blood pressure is well controlled on lisinopril")
     assert (evidence.match, evidence.span.text) == ("fuzzy", "BP well controlled on lisinopril.")
+
+
+def test_of_equally_close_sentences_the_first_is_quoted():
+    note = "BP well controlled on lisinopril. BP well controlled on lisinopril."
+    evidence = locate(note, "blood pressure well controlled on lisinopril")
+    assert (evidence.match, evidence.span.start, evidence.span.end) == ("fuzzy", 0, 33)
