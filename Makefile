@@ -9,27 +9,35 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 	-DLLAVA_BUILD=OFF
 NOTE ?= data/examples/diabetes_followup.txt
 
-.PHONY: install install-local kb demo test bench
+.PHONY: install install-local browser kb demo test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,review]'
 
 install-local: $(BIN)/python
-	$(BIN)/pip install -e '.[test,local]'
+	$(BIN)/pip install -e '.[test,review,local]'
+
+# The review app's browser test drives Debian's Chromium in a network namespace (ip, unshare);
+# as root (CI) they are installed when missing, elsewhere the test says what it needs and skips.
+browser:
+	@if [ "$$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromedriver ] || ! command -v ip >/dev/null; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver iproute2 >/dev/null; fi
 
 kb: install
 	$(BIN)/python cli.py icd build
 
-demo: install-local kb
+demo: kb
 	$(BIN)/python cli.py predict $(NOTE)
 
-test: install-local
+test: install-local browser
 	$(BIN)/python -m pytest
 
 bench: install-local
 	$(BIN)/python bench/icd_bench.py
+	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py

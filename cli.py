@@ -386,7 +386,8 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
               help='JSONL of {"id", "codes", "evidence"?, "result"?} to score.')
 @click.option("--program", "program_name", default=None,
               help="Run this program over the dataset, then score it: medcoder | clh | verify | a compiled .json.")
-@click.option("--model", default=None, help="With --program: 'local' (default), 'local:/path.gguf', or a LiteLLM model string.")
+@click.option("--model", default=None, help="With --program: 'none' (default: the coding rules alone), 'local' (embedded), "
+              "'local:/path.gguf', or a LiteLLM model string.")
 @click.option("--api-base", default=None, help="With --program: URL of an OpenAI-compatible server.")
 @click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
@@ -420,7 +421,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            run = run_program(program_name, validator, loaded.records, model or "local", api_base, api_key, threads, output, as_json)
+            run = run_program(program_name, validator, loaded.records, model or "none", api_base, api_key, threads, output, as_json)
             predictions = run.output
         predicted, flagged = read_predictions(predictions, validator=validator)
     result = evaluate(loaded.records, predicted, dataset=loaded.name, flagged_predictions=flagged)
@@ -430,7 +431,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         print_json({**result.as_dict(), "stages": [s.as_dict() for s in stages], **extra, "load_report": loaded.report.as_dict()})
         return
     scores = result.scores
-    system = f"{program_name} ({model or 'local'})" if program_name else predictions.name
+    system = f"{program_name} ({model or 'none'})" if program_name else predictions.name
     table = Table(title=f"{system} on {loaded.name} ({len(scores.notes)} notes)")
     for column in ("metric", "precision", "recall", "F1"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -549,11 +550,11 @@ def retrieval_eval(
 @cli.command()
 @click.argument("note", required=False)
 @click.option("--program", "program_name", default=None,
-              help="medcoder | clh | verify | a compiled .json (default: the compiled program shipped for "
-              "the model, else clh).")
-@click.option("--model", default="local", show_default=True,
-              help="'local' (embedded), 'local:/path.gguf', or a LiteLLM model string (openai/..., "
-              "anthropic/..., ollama_chat/..., hosted_vllm/...).")
+              help="medcoder | clh | verify | a compiled .json (default: medcoder with --model none, the "
+              "compiled program shipped for the model, else clh).")
+@click.option("--model", default="none", show_default=True,
+              help="'none' (the coding rules alone, no LM), 'local' (embedded), 'local:/path.gguf', or a "
+              "LiteLLM model string (openai/..., anthropic/..., ollama_chat/..., hosted_vllm/...).")
 @click.option("--api-base", default=None, help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
 @click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY "
               "or the provider's own variable).")
@@ -790,7 +791,8 @@ def print_estimate(guess, as_json: bool) -> None:
 
 def print_compile_run(run, path: Path) -> None:
     after = f"{run.after.micro_f1:.3f}" if run.after else "not scored"
-    console.print(f"dev micro F1 {run.before.micro_f1:.3f} -> {after} ({run.status}, {run.lm_calls:,} LM calls)", highlight=False)
+    console.print(f"dev micro F1 {run.before.micro_f1:.3f} -> {after} ({run.status}, {run.lm_calls:,} LM calls); "
+                  f"the rules alone (--model none): {run.floor.micro_f1:.3f}", highlight=False)
     if run.message:
         err_console.print(f"[yellow]{run.message}[/]", highlight=False)
     console.print(f"Saved [bold]{path}[/]", highlight=False)
@@ -813,7 +815,7 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, dat
                     resamples, plot, db, as_json) -> None:
     """Run hand-written and compiled programs on the same notes; scores, CI of the gain, cost."""
     from icd_graph.kb import KnowledgeBase
-    from optimizers.compare import compare, plot as plot_comparison, run_system
+    from optimizers.compare import FLOOR, compare, plot as plot_comparison, run_system
     from optimizers.compile import apply_compiled, gold_examples, load_compiled
     from programs.errors import ProgramFileError
     from programs.lm import make_lm
@@ -831,7 +833,9 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, dat
         systems += [(str(path), c.program, str(path), apply_compiled(build_program(c.program, kb), c, path)) for path, c in compiled]
         lm = make_lm(model, api_base, api_key=api_key)
         runs = []
-        with notes_progress(len(systems) * len(data.records), as_json) as advance:
+        with notes_progress((len(systems) + 1) * len(data.records), as_json) as advance:
+            runs.append(run_system(FLOOR, build_program("medcoder", kb), data.records, None, program_name="medcoder",
+                                   threads=threads, on_note=advance))
             for label, name, source, program in systems:
                 runs.append(run_system(label, program, data.records, lm, program_name=name, compiled=source,
                                        threads=threads, on_note=advance))
@@ -865,28 +869,93 @@ def print_comparison(comparison) -> None:
 
     quality = Table(title=f"{comparison.dataset}: hand-written vs compiled", box=box.SIMPLE_HEAD)
     cost = Table(box=box.SIMPLE_HEAD)
-    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]"):
+    for column in ("system", "micro F1", "macro F1", "category F1", "P", "R", "gain [95% CI]", "vs floor [95% CI]"):
         quality.add_column(column, justify="left" if column == "system" else "right")
     for column in ("system", "LM calls", "tokens", "unparsed answers", "s/note"):
         cost.add_column(column, justify="left" if column == "system" else "right")
     for row in comparison.rows:
         item = row.as_dict()
         name = Path(item["compiled"]).name if item["compiled"] else item["system"]
-        diff = item["difference"]
-        gain = f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
+        gain, floor = (
+            f"{diff['delta_micro_f1']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]" if diff else "-"
+            for diff in (item["difference"], item["vs_floor"])
+        )
         quality.add_row(
             name, f"{item['micro']['f1']:.3f}", f"{item['macro']['f1']:.3f}", f"{item['category_micro']['f1']:.3f}",
-            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain,
+            f"{item['micro']['precision']:.3f}", f"{item['micro']['recall']:.3f}", gain, floor,
         )
         cost.add_row(name, f"{item['lm_calls']:,}", f"{item['prompt_tokens'] + item['completion_tokens']:,}",
                      str(item["parse_failures"]), f"{item['seconds_per_note']:.2f}")
     console.print(quality)
     console.print(cost)
-    console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program (paired bootstrap). "
+    console.print("[dim]gain: micro F1 of a compiled program minus its hand-written program; vs floor: minus the "
+                  "rules alone (MedCoder, --model none); both paired bootstrap. "
                   "LM calls include cache hits; tokens count the calls the model answered.[/]", highlight=False)
     for row in comparison.rows:
         for note_id, error in row.run.failed:
             err_console.print(f"[yellow]{row.run.label} {note_id}:[/] {error}", highlight=False)
+
+
+# --- review -------------------------------------------------------------------------------
+
+
+@cli.command("review")
+@click.option("--dataset", required=True, help="The notes: jsonl:PATH, aci:SPLITS (gold codes with --labels), mdace:...")
+@click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The program's codes: predict --output lines, or {\"id\", \"codes\", \"evidence\"?} lines.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The coder's decisions, a jsonl: dataset; a rerun with the same file continues.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. Anything but loopback lets others on the network read the notes.")
+@click.option("--reviewer", default=None, help="Name recorded with each decision (default: the login name).")
+@dataset_options
+@db_option
+def review_command(dataset: str, predictions: Path, out: Path, port: int, host: str, reviewer: str | None,
+                   labels: Path | None, mimic_notes: Path | None, db: Path | None) -> None:
+    """Review a program's codes in the browser: the note with each code's evidence highlighted;
+    accept, reject, replace or add codes. Every decision is saved at once to --out, which
+    `compile --train jsonl:OUT` and `evaluate --dataset jsonl:OUT` read as it is."""
+    import getpass
+
+    from review.errors import ReviewError
+
+    try:
+        from review.codes import CodeBook
+        from review.predictions import read_predictions
+        from review.server import is_loopback, serve
+        from review.store import ReviewStore
+    except ImportError as exc:
+        raise ReviewError(f"the review app needs its extra ({exc.name} is missing): pip install -e '.[review]'") from None
+    try:
+        reviewer = reviewer or getpass.getuser()
+    except (KeyError, OSError):
+        reviewer = "coder"
+    with knowledge_base(db) as kb:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, kb)
+        print_load_report(loaded)
+        predicted, unknown = read_predictions(predictions, {record.id: record.text for record in loaded.records})
+        if unknown:
+            err_console.print(f"[yellow]{len(unknown)} predictions for notes not in {loaded.name}[/] (ignored): "
+                              f"{', '.join(unknown[:10])}", highlight=False)
+        store = ReviewStore(loaded.records, predicted, out, CodeBook(kb), reviewer)
+        reviewed, total = store.progress()
+        if not is_loopback(host):
+            err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address can read "
+                              "the notes and change decisions (there is no login)", highlight=False)
+
+        served: list[str] = []
+
+        def ready(url: str) -> None:
+            served.append(url)
+            console.print(f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; decisions saved to {out}). "
+                          "Ctrl-C stops.", highlight=False, soft_wrap=True)
+
+        try:
+            serve(store, host, port, on_ready=ready)
+        finally:
+            if served:
+                err_console.print(f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}", highlight=False)
 
 
 if __name__ == "__main__":

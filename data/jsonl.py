@@ -1,7 +1,8 @@
 """The JSONL dataset format: one {"id", "text", "codes", "evidence"?, "mentions"?} object a line.
 
 evidence items are {"code", "start", "end"}, mentions {"phrase", "code"}. `write_jsonl` and
-`load_jsonl` round-trip.
+`load_jsonl` round-trip. Other keys are ignored, except that a line the review app wrote for a
+note still under review (`"review": {"status": "in progress"}`) is left out and counted.
 """
 
 from __future__ import annotations
@@ -87,10 +88,21 @@ def load_jsonl(path: Path, *, validator: Validator | None = None, name: str | No
     gold = CodeChecker(validator)
     records: list[NoteRecord] = []
     seen: set[str] = set()
+    held = 0
     for where, payload in read_json_lines(path):
+        if under_review(payload):
+            held += 1
+            continue
         record = parse_line(payload, where, gold)
         if record.id in seen:
             raise DatasetError(f"{where}: duplicate id {record.id!r}")
         seen.add(record.id)
         records.append(record)
-    return Dataset.collect(name or f"jsonl:{path}", records, gold.flagged, validated=validator is not None)
+    remarks = (f"{held} notes still under review left out (review status 'in progress')",) if held else ()
+    return Dataset.collect(name or f"jsonl:{path}", records, gold.flagged, validated=validator is not None, remarks=remarks)
+
+
+def under_review(payload: object) -> bool:
+    """A line the review app wrote for a note the coder has not finished: not a label yet."""
+    review = payload.get("review") if isinstance(payload, dict) else None
+    return isinstance(review, dict) and review.get("status") == "in progress"

@@ -2,7 +2,8 @@
 
 Scores come from optimizers.evaluate (the same code as `cli.py evaluate`); each compiled
 program is compared with the hand-written program it was compiled from by a paired bootstrap
-of micro F1 (compiled minus hand-written). Cost is measured per system: LM calls, tokens,
+of micro F1 (compiled minus hand-written), and every program with the floor (the run labelled
+FLOOR: MedCoder with no model) the same way. Cost is measured per system: LM calls, tokens,
 LM answers that failed to parse (counted even when an adapter retry recovered), seconds per note.
 """
 
@@ -23,6 +24,9 @@ from data.records import NoteRecord
 from icd_graph.errors import IcdError
 from optimizers.evaluate import Evaluation, Prediction, evaluate, parse_prediction
 from optimizers.metrics import Difference, paired_bootstrap
+
+
+FLOOR = "floor (--model none)"
 
 
 class PlotUnavailable(IcdError):
@@ -103,7 +107,7 @@ def run_system(
     label: str,
     program: dspy.Module,
     records: Sequence[NoteRecord],
-    lm: dspy.BaseLM,
+    lm: dspy.BaseLM | None,
     *,
     program_name: str,
     compiled: str | None = None,
@@ -141,6 +145,7 @@ class Row:
     evaluation: Evaluation
     baseline: str | None = None
     difference: Difference | None = None
+    floor: Difference | None = None
 
     def as_dict(self) -> dict[str, Any]:
         scores = self.evaluation.scores
@@ -154,15 +159,8 @@ class Row:
             "macro": _prf(scores.macro),
             "category_micro": _prf(scores.category_micro),
             "exact_match": scores.exact_match,
-            "difference": None if self.difference is None else {
-                "baseline": self.baseline,
-                "delta_micro_f1": self.difference.delta,
-                "ci_low": self.difference.low,
-                "ci_high": self.difference.high,
-                "confidence": self.difference.confidence,
-                "resamples": self.difference.resamples,
-                "significant": self.difference.significant,
-            },
+            "difference": _difference(self.difference, self.baseline),
+            "vs_floor": _difference(self.floor, FLOOR),
             "lm_calls": run.lm_calls,
             "prompt_tokens": run.tokens("prompt_tokens"),
             "completion_tokens": run.tokens("completion_tokens"),
@@ -183,18 +181,22 @@ class Comparison:
 
 def compare(records: Sequence[NoteRecord], runs: Sequence[SystemRun], *, dataset: str = "", resamples: int = 1000, seed: int = 0) -> Comparison:
     """Scores every run; a compiled run gets the paired-bootstrap CI of its micro-F1 gain over
-    the hand-written run of the same program (when that run is among `runs`)."""
+    the hand-written run of the same program (when that run is among `runs`), and every run the
+    CI of its gain over the FLOOR run (when there is one)."""
     evaluations = {run.label: evaluate(records, run.predictions(), dataset=dataset) for run in runs}
-    hand_written = {run.program: run for run in runs if run.compiled is None}
+    hand_written = {run.program: run for run in runs if run.compiled is None and run.label != FLOOR}
+    notes = {label: evaluation.scores.notes for label, evaluation in evaluations.items()}
+
+    def gain(base: SystemRun | None, run: SystemRun) -> Difference | None:
+        if base is None or base is run:
+            return None
+        return paired_bootstrap(notes[base.label], notes[run.label], resamples=resamples, seed=seed)
+
+    floor = next((run for run in runs if run.label == FLOOR), None)
     rows = []
     for run in runs:
         base = hand_written.get(run.program) if run.compiled is not None else None
-        difference = None
-        if base is not None:
-            difference = paired_bootstrap(
-                evaluations[base.label].scores.notes, evaluations[run.label].scores.notes, resamples=resamples, seed=seed
-            )
-        rows.append(Row(run, evaluations[run.label], base.label if base else None, difference))
+        rows.append(Row(run, evaluations[run.label], base.label if base else None, gain(base, run), gain(floor, run)))
     return Comparison(dataset, tuple(rows))
 
 
@@ -222,6 +224,20 @@ def plot(comparison: Comparison, path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _difference(difference: Difference | None, baseline: str | None) -> dict[str, Any] | None:
+    if difference is None:
+        return None
+    return {
+        "baseline": baseline,
+        "delta_micro_f1": difference.delta,
+        "ci_low": difference.low,
+        "ci_high": difference.high,
+        "confidence": difference.confidence,
+        "resamples": difference.resamples,
+        "significant": difference.significant,
+    }
 
 
 def _prf(value) -> dict[str, float]:

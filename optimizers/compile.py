@@ -234,6 +234,7 @@ class CompileRun:
     program: dspy.Module
     status: str
     plan: Plan
+    floor: DevScore
     before: DevScore
     after: DevScore | None
     lm_calls: int
@@ -250,7 +251,8 @@ def run_optimizer(
     proposer: dspy.BaseLM | None = None,
     on_call: Callable[[int], None] | None = None,
 ) -> CompileRun:
-    """Scores the hand-written program on dev, optimizes it, scores the result.
+    """Scores the program's rules alone (no model: the floor a compiled program must beat) and
+    the hand-written program on dev, optimizes it, scores the result.
 
     Never raises for an interrupted, over-budget or failed optimizer: the returned run says
     which (status complete | interrupted | budget-exhausted | failed) and holds the best program
@@ -264,6 +266,8 @@ def run_optimizer(
     tracker = BestTracker(devset)
     budget = settings.budget if optimizer.name != "gepa" else None
     errors = len(trainset) + len(devset) + 1
+    with dspy.context(lm=None):
+        floor = evaluate_dev(student, devset, settings.threads)
     with dspy.context(callbacks=[*dspy.settings.callbacks, counter], max_errors=errors):
         before = evaluate_dev(student, devset, settings.threads)
         metric = CodeF1Metric(feedback=optimizer.name == "gepa", counter=counter, budget=budget)
@@ -288,7 +292,7 @@ def run_optimizer(
                 after = evaluate_dev(compiled, devset, settings.threads)
             except KeyboardInterrupt:
                 status, message = "interrupted", "interrupted while scoring the result on dev; saved it unscored"
-    return CompileRun(compiled, status, plan, before, after, counter.calls, message)
+    return CompileRun(compiled, status, plan, floor, before, after, counter.calls, message)
 
 
 class ProposeInstruction(dspy.Signature):
@@ -389,7 +393,11 @@ def run_metadata(run: CompileRun, settings: Settings, **extra: Any) -> dict[str,
         "status": run.status,
         "message": run.message,
         "lm_calls": run.lm_calls,
-        "scores": {"before": run.before.as_dict(), "after": run.after.as_dict() if run.after else None},
+        "scores": {
+            "floor": run.floor.as_dict(),
+            "before": run.before.as_dict(),
+            "after": run.after.as_dict() if run.after else None,
+        },
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }

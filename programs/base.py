@@ -12,34 +12,45 @@ from dspy.utils.exceptions import AdapterParseError
 
 from icd_graph.vocabulary import tokenize
 from programs.chunking import split_note
+from programs.extractor import Problem, ProblemExtractor
+from programs.floor import keep_problem
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
 from programs.result import CodedDiagnosis, CodingResult, StageTrace
 from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
+EXTRACTOR = ProblemExtractor()
+SHARED = ("kb", "extractor")
+
+
+def has_model() -> bool:
+    """True when an LM is configured; without one (`--model none`) every stage is its rules."""
+    return dspy.settings.lm is not None
 
 
 class CodingProgram(dspy.Module):
     """A coding pipeline over a knowledge base. `forward(note)` returns a Prediction with
     `codes` (billable codes) and `result` (a CodingResult).
 
-    The knowledge base and settings are plain attributes, so DSPy's saved state holds only the
-    predictors (demos and instructions) and copies made by optimizers share the same base.
+    The knowledge base, the problem extractor and settings are plain attributes, so DSPy's saved
+    state holds only the predictors (demos and instructions) and copies made by optimizers share
+    the same base and extractor.
     """
 
     name: ClassVar[str]
 
-    def __init__(self, kb, max_note_chars: int = MAX_NOTE_CHARS):
+    def __init__(self, kb, max_note_chars: int = MAX_NOTE_CHARS, extractor: ProblemExtractor | None = None):
         super().__init__()
         self.kb = kb
         self.max_note_chars = max_note_chars
+        self.extractor = extractor or EXTRACTOR
 
     def __deepcopy__(self, memo):
         clone = self.__class__.__new__(self.__class__)
         memo[id(self)] = clone
         for key, value in self.__dict__.items():
-            clone.__dict__[key] = value if key == "kb" else copy.deepcopy(value, memo)
+            clone.__dict__[key] = value if key in SHARED else copy.deepcopy(value, memo)
         return clone
 
     def forward(self, note: str) -> dspy.Prediction:
@@ -51,6 +62,20 @@ class CodingProgram(dspy.Module):
 
     def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
         raise NotImplementedError
+
+    def problems(self, note: str, trace: StageTrace) -> tuple[list[Problem], list[Problem]]:
+        """(the problems to code, every problem) the rule-based extractor reads in the note; each
+        one not coded is dropped in `trace` with the reason."""
+        found = self.extractor(note)
+        kept = []
+        for problem in found:
+            reason = keep_problem(problem)
+            if reason:
+                trace.drop(problem.text, f"{reason} ({problem.section})")
+            else:
+                kept.append(problem)
+        trace.log.append(f"rules: {len(found)} problems in the note, {len(kept)} to code")
+        return kept, found
 
     def parts(self, note: str, trace: StageTrace) -> list[str]:
         parts = split_note(note, self.max_note_chars)
@@ -66,13 +91,15 @@ class CodingProgram(dspy.Module):
         fields: tuple[str, str],
         noun: str,
         reject: Callable[[str, str], str | None] | None = None,
+        **inputs,
     ) -> list[tuple[str, str]]:
-        """The (item, companion) pairs `predictor` reads from every part of the note in its two
-        parallel output `fields`, each item once (case ignored); `reject(item, companion)` gives
-        the reason to drop a pair, or None. All of it is logged in `trace`."""
+        """The (item, companion) pairs `predictor` reads from every part of the note (with the
+        other `inputs`) in its two parallel output `fields`, each item once (case ignored);
+        `reject(item, companion)` gives the reason to drop a pair, or None. All of it is logged
+        in `trace`."""
         found: dict[str, tuple[str, str]] = {}
         for part in self.parts(note, trace):
-            out = run_stage(predictor, trace, note=part)
+            out = run_stage(predictor, trace, note=part, **inputs)
             if out is None:
                 continue
             for item, companion in paired(getattr(out, fields[0]), getattr(out, fields[1])):
@@ -95,6 +122,11 @@ def naming_evidence(note: str, diagnosis: str, quote: str) -> str:
     if not wanted or wanted & set(tokenize(quote)) or not locate(note, diagnosis).span:
         return quote
     return diagnosis
+
+
+def listed_problems(problems: list[Problem]) -> list[str]:
+    """The extractor's problems as an LM stage reads them: 'text (status)'."""
+    return [f"{' '.join(problem.text.split())} ({problem.assertion})" for problem in problems]
 
 
 def evidence_missing(note: str) -> Callable[[str, str], str | None]:

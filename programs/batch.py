@@ -21,8 +21,9 @@ from programs.lm import history_cost, model_error
 from programs.result import CodingResult
 
 
-def code_note(program: CodingProgram, note: str, lm: dspy.LM) -> CodingResult:
-    """One note through `program` with `lm`; LM failures become a one-line ModelError."""
+def code_note(program: CodingProgram, note: str, lm: dspy.LM | None) -> CodingResult:
+    """One note through `program` with `lm` (None: its rules alone); LM failures become a
+    one-line ModelError."""
     try:
         with dspy.context(lm=lm):
             return program(note=note).result
@@ -80,7 +81,7 @@ def run_batch(
     program: CodingProgram,
     records: Sequence[NoteRecord],
     output: Path,
-    lm: dspy.LM,
+    lm: dspy.LM | None,
     *,
     threads: int = 1,
     on_note: Callable[[str], None] | None = None,
@@ -94,7 +95,7 @@ def run_batch(
     summary = BatchSummary(output)
     todo = [record for record in records if record.id not in done]
     summary.skipped = len(records) - len(todo)
-    start = len(lm.history)
+    start = len(lm.history) if lm is not None else 0
     with output.open("a", encoding="utf-8") as sink, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending = {pool.submit(code_note, program, record.text, lm): record for record in todo}
         try:

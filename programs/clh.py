@@ -1,5 +1,11 @@
 """Code Like Humans: evidence extractor -> alphabetic-index navigator -> tabular validator ->
-code reconciler, the way a certified coder works."""
+code reconciler, the way a certified coder works.
+
+Each stage has its rules: the problem extractor gives the statements (the index navigation
+finds their main term), the navigator takes the entry the navigation reaches, the validator
+accepts the candidate the coding rules choose (`programs.floor.choose`), and the reconciler
+applies the Excludes1, specificity and pairing rules. With no model that is the program; with
+one, each LM stage is given the rules' answer and refines it."""
 
 from __future__ import annotations
 
@@ -8,10 +14,13 @@ import re
 import dspy
 
 from icd_graph.codes import referenced
-from programs.base import CodingProgram, run_stage
+from icd_graph.records import SearchHit
+from programs.base import CodingProgram, has_model, listed_problems, run_stage
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
+from programs.floor import best_entry, choose, problem_query
 from programs.guarantees import Assembler, reconcile, tokens
-from programs.result import CodedDiagnosis, StageTrace
+from programs.medcoder import PAST
+from programs.result import CodedDiagnosis, Span, StageTrace
 from signatures import ExtractEvidence, NavigateIndex, ReconcileCodes, ValidateCandidates
 
 NOTE_KINDS = {
@@ -46,16 +55,16 @@ class CodeLikeHumans(CodingProgram):
         navigate, validate, final = (StageTrace(s, codes=[]) for s in ("navigate", "validate", "reconcile"))
         assembler = Assembler(self.kb, note)
         statements = self.statements(note, extract)
-        for statement, lead_term in statements:
-            candidates = self.look_up(statement, lead_term, navigate)
+        for statement, lead_term, evidence, past in statements:
+            candidates, paths = self.look_up(statement, lead_term, navigate)
             if not candidates:
                 navigate.drop(statement, "no code found in the index or the tabular list")
                 continue
             navigate.pass_on(candidates)
-            for code in self.check(statement, candidates, validate):
-                assembler.add(code, [statement], f"{statement!r} (index: {lead_term})", validate, statement)
+            for code in self.check(statement, candidates, paths, validate, past):
+                assembler.add(code, [evidence], f"{statement!r} (index: {lead_term})", validate, statement)
         validate.codes = assembler.codes
-        self.settle([s for s, _ in statements], assembler, final)
+        self.settle([s for s, *_ in statements], assembler, final)
         final.codes = assembler.codes
         return assembler.build(), [extract, navigate, validate, final]
 
@@ -70,6 +79,7 @@ class CodeLikeHumans(CodingProgram):
         walks = [self.index_walk(d) for d in gold]
         extract = dspy.Example(
             note=excerpt(example.note, gold),
+            problems=listed_problems(self.extractor(example.note)),
             statements=[d.phrase for d in gold],
             lead_terms=[term for term, _, _ in walks],
         )
@@ -77,17 +87,21 @@ class CodeLikeHumans(CodingProgram):
         for d, (term, entries, choice) in zip(gold, walks):
             if choice:
                 listed = [f"{i}. {_show(entry)}" for i, entry in enumerate(entries, 1)]
-                navigate.append(dspy.Example(statement=d.phrase, lead_term=term, entries=listed, choice=str(choice), next_term=""))
+                navigate.append(dspy.Example(statement=d.phrase, lead_term=term, entries=listed, suggested=str(best_entry(d.phrase, [e.path if e.billable_codes else None for e in entries])),
+                                             choice=str(choice), next_term=""))
                 codes = self.closest(entries[choice - 1].billable_codes, d.phrase)
+                paths = dict.fromkeys(codes, entries[choice - 1].path)
             else:
-                codes = [hit.code for hit in self.kb.search(d.phrase, k=self.max_candidates, source="all")]
-            shown = [self.describe(code) for code in with_gold(codes, d.code, self.max_candidates)]
+                codes, paths = [hit.code for hit in self.kb.search(d.phrase, k=self.max_candidates, source="all")], {}
+            codes = with_gold(codes, d.code, self.max_candidates)
+            shown = [self.describe(code) for code in codes]
             title = self.kb.require(d.code).description
-            validate.append(dspy.Example(statement=d.phrase, candidates=shown, accepted=[d.code],
-                                         rationale=f"{d.code} ({title}) matches the statement and no note excludes it."))
+            validate.append(dspy.Example(statement=d.phrase, candidates=shown, suggested=self.rule_accepts(d.phrase, codes, paths),
+                                         accepted=[d.code], rationale=f"{d.code} ({title}) matches the statement and no note excludes it."))
         reconcile = dspy.Example(
             statements=[d.phrase for d in gold],
             candidates=[self.describe(d.code) for d in gold],
+            suggested=[d.code for d in gold],
             final_codes=[d.code for d in gold],
             rationale="Each code documents its own statement; no Excludes1 conflict.",
         )
@@ -105,14 +119,27 @@ class CodeLikeHumans(CodingProgram):
         term = words[-1].capitalize() if words else diagnosis.phrase
         return term, [], 0
 
-    def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
-        """(statement, lead term) pairs over every part of the note, without repeats."""
-        return self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement")
+    def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str, str | Span, bool]]:
+        """(statement, lead term, evidence, documented as past) over every part of the note,
+        without repeats. The rules' problems are the statements (the index navigation finds each
+        one's main term among its words); with a model, the LM's statements given those
+        problems, or the rules' when the LM gives none."""
+        kept, found = self.problems(note, trace)
+        rules = [(problem_query(p, found), problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
+        if not has_model():
+            trace.kept.extend(p.text for p in kept)
+            return rules
+        pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement", problems=listed_problems(found))
+        if not pairs and rules:
+            trace.log.append("the LM read no statement; the rules' problems are coded")
+            return rules
+        return [(statement, lead, statement, statement.lower().startswith(PAST)) for statement, lead in pairs]
 
-    def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> list[str]:
+    def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> tuple[list[str], dict[str, str]]:
         """Billable codes reached by walking the index from `lead_term` in at most `max_steps`
-        lookups (the LM picks an entry, follows 'see', or names another term); the tabular
-        search is the fallback when the index has nothing."""
+        lookups (the rules, or the LM given their choice, pick an entry, follow 'see', or name
+        another term), with the index path of each; the tabular search is the fallback when the
+        index has nothing."""
         term, seen = lead_term, set()
         for _ in range(self.max_steps):
             if not term or term.lower() in seen:
@@ -123,24 +150,25 @@ class CodeLikeHumans(CodingProgram):
                 trace.log.append(f"index: nothing under {term!r}")
                 break
             listed = [f"{i}. {_show(entry)}" for i, entry in enumerate(entries, 1)]
-            out = run_stage(self.navigate, trace, statement=statement, lead_term=term, entries=listed)
-            choice = _number(out.choice) if out else _first_coded(entries)
+            rule = best_entry(statement, [entry.path if entry.billable_codes else None for entry in entries])
+            out = run_stage(self.navigate, trace, statement=statement, lead_term=term, entries=listed, suggested=str(rule)) if has_model() else None
+            choice = _number(out.choice) if out else rule
             if out is None:
-                trace.log.append(f"index: took entry {choice} under {term!r}")
+                trace.log.append(f"index: took entry {choice} under {term!r} (rules)")
             if 1 <= choice <= len(entries):
                 entry = entries[choice - 1]
                 trace.proposed.append(f"{statement}: {entry.path}")
                 if entry.billable_codes:
                     codes = self.closest(entry.billable_codes, statement)
                     trace.kept.append(f"{entry.path} -> {', '.join(codes)}")
-                    return codes
+                    return codes, dict.fromkeys(codes, entry.path)
                 term = entry.see or entry.see_also or ""
                 continue
             term = out.next_term.strip() if out else ""
         hits = self.kb.search(statement, k=self.max_candidates, source="all")
         if hits:
             trace.log.append(f"{statement!r}: index walk found no code; tabular search used")
-        return [hit.code for hit in hits]
+        return [hit.code for hit in hits], {hit.code: hit.matched for hit in hits}
 
     def entries(self, term: str, statement: str) -> list:
         """The index entry the statement's words reach from `term` and its subterms, then the
@@ -156,13 +184,35 @@ class CodeLikeHumans(CodingProgram):
         ranked = sorted(codes, key=lambda c: (-len(wanted & tokens(self.kb.require(c).description)), c))
         return ranked[: self.max_candidates]
 
-    def check(self, statement: str, candidates: list[str], trace: StageTrace) -> list[str]:
-        """The candidates the LM accepts after reading their tabular notes."""
-        shown = [self.describe(code) for code in candidates]
+    def rule_accepts(self, statement: str, candidates: list[str], paths: dict[str, str], past: bool = False) -> list[str]:
+        """The code the coding rules choose for the statement among the search hits and the
+        candidates (their index path or title naming the statement; the search wins ties, since
+        an index path reached through 'complicating childbirth' names 'essential hypertension'
+        too), or none."""
+        searched = self.kb.search(statement, k=self.max_candidates, source="all")
+        known = {hit.code for hit in searched}
+        hits = searched + [
+            SearchHit(code, self.kb.require(code).description, 0.0, paths.get(code, ""), "index")
+            for code in candidates
+            if code not in known
+        ]
+        code = choose(statement, hits, historical=past).code
+        return [code] if code else []
+
+    def check(self, statement: str, candidates: list[str], paths: dict[str, str], trace: StageTrace, past: bool = False) -> list[str]:
+        """The candidates the rules accept, or with a model those the LM accepts after reading
+        their tabular notes and the rules' choice."""
         trace.proposed.extend(f"{statement}: {code}" for code in candidates)
-        out = run_stage(self.validate, trace, statement=statement, candidates=shown)
+        suggested = self.rule_accepts(statement, candidates, paths, past)
+        if not has_model():
+            for code in candidates:
+                if code not in suggested:
+                    trace.drop(code, f"not accepted for {statement!r} by the coding rules")
+            return suggested
+        shown = [self.describe(code) for code in candidates]
+        out = run_stage(self.validate, trace, statement=statement, candidates=shown, suggested=suggested)
         if out is None:
-            return candidates[:1]
+            return suggested
         accepted = [str(code).strip() for code in out.accepted or []]
         for code in accepted:
             if code not in candidates:
@@ -192,10 +242,13 @@ class CodeLikeHumans(CodingProgram):
         if not codes:
             return
         trace.proposed.extend(codes)
-        out = run_stage(self.reconcile, trace, statements=statements, candidates=[self.describe(c) for c in codes])
+        out = None
+        if has_model():
+            out = run_stage(self.reconcile, trace, statements=statements, candidates=[self.describe(c) for c in codes], suggested=codes)
         chosen = [str(code).strip() for code in out.final_codes or []] if out else []
         if not chosen:
-            trace.log.append("reconciler returned no codes; the validated codes are kept")
+            if has_model():
+                trace.log.append("reconciler returned no codes; the validated codes are kept")
             chosen = codes
         rationale = "" if out is None else out.rationale.strip()
         final: list[str] = []
@@ -241,7 +294,3 @@ def _show(entry) -> str:
 def _number(text: str) -> int:
     match = NUMBER.search(str(text))
     return int(match.group()) if match else 0
-
-
-def _first_coded(entries) -> int:
-    return next((i for i, entry in enumerate(entries, 1) if entry.billable_codes), 0)

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 from icd_graph.codes import referenced
 from programs.errors import NoteError
-from programs.result import CodedDiagnosis, Evidence, StageTrace
+from programs.result import CodedDiagnosis, Evidence, Span, StageTrace
 from programs.spans import TOKEN, locate
 
-UNSPECIFIC = ("unspecified", "without complications")
 ENCOUNTER = re.compile(r", (?=(?:initial|subsequent) encounter|sequela$)", re.IGNORECASE)
 FILLER = frozenset({"of", "the", "and", "with", "in", "to", "or", "by", "for"})
 WITHOUT = re.compile(r"\bwithout\b(.*?)(?=,|\bwith\b|$)", re.IGNORECASE)
@@ -107,16 +106,19 @@ class Assembler:
             trace.log.append(repair.reason)
         return repair.code
 
-    def add(self, raw: str, quotes: Iterable[str], rationale: str, trace: StageTrace, context: str = "") -> str | None:
-        """Repair `raw`, locate its quotes; log in `trace`. Returns the code kept, or None."""
+    def add(self, raw: str, quotes: Iterable[str | Span], rationale: str, trace: StageTrace, context: str = "") -> str | None:
+        """Repair `raw`, locate its quotes (a Span is where the rules found it); log in `trace`.
+        Returns the code kept, or None."""
         code = self.repair(raw, trace, context)
         if code is None:
             return None
         evidence, rationales = self._codes.setdefault(code, ([], []))
         for quote in quotes:
-            found = locate(self.note, quote)
+            found = Evidence(quote.text, quote, "exact") if isinstance(quote, Span) else locate(self.note, quote)
             if found.span is None:
                 trace.log.append(f"{code}: evidence {quote!r} not found in the note; no span")
+            elif found.match == "fuzzy":
+                trace.log.append(f"{code}: evidence {quote!r} is not verbatim; aligned to {found.span.text!r}")
             if all(found.span != known.span or found.quote != known.quote for known in evidence):
                 evidence.append(found)
         if rationale and rationale not in rationales:
@@ -165,7 +167,7 @@ def reconcile(kb, codes: Sequence[str], trace: StageTrace) -> list[str]:
             trace.drop(code, f"Excludes1 conflict with {conflict}")
             continue
         kept.append(code)
-    vague = {code for code in kept if _unspecific(kb.require(code).description)}
+    vague = {code for code in kept if _unspecific(code, kb.require(code).description)}
     final = []
     for code in kept:
         specific = [other for other in kept if other[:3] == code[:3] and other not in vague]
@@ -176,8 +178,12 @@ def reconcile(kb, codes: Sequence[str], trace: StageTrace) -> list[str]:
     return final
 
 
-def _unspecific(description: str) -> bool:
-    return any(marker in description.lower() for marker in UNSPECIFIC)
+def _unspecific(code: str, description: str) -> bool:
+    """A category's catch-all: 'without complications', or an 'unspecified' code at most one
+    character below its category (I50.9, E78.5; not E11.3299 '..., unspecified eye', which is
+    specific about everything else)."""
+    text = description.lower()
+    return "without complications" in text or ("unspecified" in text and len(code.replace(".", "")) <= 4)
 
 
 def _excludes1(kb, a: str, b: str) -> bool:

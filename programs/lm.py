@@ -13,6 +13,7 @@ from dspy.utils.exceptions import ContextWindowExceededError  # noqa: E402
 from programs.errors import ModelError  # noqa: E402
 
 LOCAL = "local"
+NONE = "none"
 
 
 def make_lm(
@@ -24,8 +25,8 @@ def make_lm(
     max_tokens: int = 1024,
     num_retries: int = 3,
     cache: bool = True,
-) -> dspy.LM:
-    """A `dspy.LM` for `model`.
+) -> dspy.LM | None:
+    """A `dspy.LM` for `model`; None for 'none' (every stage runs its rules, no LM is loaded).
 
     - 'local' or 'local:/path/model.gguf': the embedded llama.cpp model (programs.local).
     - 'openai/gpt-4o-mini', 'anthropic/...', 'ollama_chat/...', 'hosted_vllm/...': LiteLLM strings.
@@ -33,6 +34,10 @@ def make_lm(
       ('hosted_vllm/', which sends `max_tokens`, the limit llama.cpp and vLLM servers honour).
       'openai/...' with `api_base` needs `api_key` (or OPENAI_API_KEY) even for a local server.
     """
+    if model == NONE:
+        if api_base:
+            raise ModelError("--api-base goes with a model; --model none runs the coding rules alone")
+        return None
     if model == LOCAL or model.startswith(f"{LOCAL}:"):
         from programs.local import local_lm
 
@@ -50,9 +55,9 @@ def make_lm(
     )
 
 
-def history_cost(lm: dspy.LM, start: int = 0) -> float:
-    """The summed cost (USD) of the calls in `lm.history[start:]` that report one."""
-    return sum(entry.get("cost") or 0.0 for entry in lm.history[start:])
+def history_cost(lm: dspy.LM | None, start: int = 0) -> float:
+    """The summed cost (USD) of the calls in `lm.history[start:]` that report one (0 with no LM)."""
+    return 0.0 if lm is None else sum(entry.get("cost") or 0.0 for entry in lm.history[start:])
 
 
 def model_error(exc: Exception, model: str) -> ModelError:

@@ -1,20 +1,26 @@
 """MedCodER: extract diagnoses with evidence -> retrieve candidates per diagnosis from the
-knowledge base -> the LM re-ranks them and picks the code.
+knowledge base -> re-rank them and pick the code.
 
-Grounding: a diagnosis whose evidence is not found in the note is dropped, and a code outside
-the retrieved candidates is replaced by the top candidate (small models copy demo answers)."""
+Each stage has its rules: the problem extractor reads the diagnoses and their spans, and the
+coding rules (`programs.floor.choose`) pick the candidate that names the problem, or none. With no
+model that is the whole program; with one, the LM extract sees the extractor's problems and the
+LM re-ranker the rules' choice, and refines them. Grounding: a diagnosis whose evidence is not
+found in the note is dropped, and a code outside the retrieved candidates gives way to the rules'
+choice (small models copy demo answers)."""
 
 from __future__ import annotations
 
 import dspy
 
-from programs.base import CodingProgram, evidence_missing, naming_evidence, run_stage
+from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, naming_evidence, run_stage
 from programs.demos import excerpt, gold_diagnoses, with_gold
+from programs.floor import Choice, choose, problem_query
 from programs.guarantees import Assembler
-from programs.result import CodedDiagnosis, StageTrace
+from programs.result import CodedDiagnosis, Span, StageTrace
 from signatures import ExtractDiagnoses, RerankCandidates
 
 NONE = "NONE"
+PAST = ("history of", "personal history", "h/o", "hx of", "status post")
 
 
 class MedCoder(CodingProgram):
@@ -31,7 +37,7 @@ class MedCoder(CodingProgram):
         retrieve = StageTrace("retrieve", codes=[])
         rerank = StageTrace("rerank", codes=[])
         assembler = Assembler(self.kb, note)
-        for diagnosis, quote in self.diagnoses(note, extract):
+        for diagnosis, evidence, past in self.diagnoses(note, extract):
             hits = self.kb.search(diagnosis, k=self.candidates, source="all")
             options = {hit.code: hit.description for hit in hits}
             if not options:
@@ -40,51 +46,77 @@ class MedCoder(CodingProgram):
             retrieve.proposed.append(f"{diagnosis}: {', '.join(options)}")
             retrieve.kept.append(diagnosis)
             retrieve.pass_on(options)
-            listed = [f"{code}: {description}" for code, description in options.items()]
-            pick = run_stage(self.rerank, rerank, diagnosis=diagnosis, evidence=quote, candidates=listed)
-            if pick is None:
-                code, rationale = next(iter(options)), "top retrieved candidate (re-ranker output unreadable)"
-            else:
-                code, rationale = pick.code.strip(), pick.rationale.strip()
-            rerank.proposed.append(f"{diagnosis}: {code}")
-            if not code or code.upper() == NONE:
-                rerank.drop(diagnosis, f"no candidate fits: {rationale}")
+            code, rationale = self.pick(diagnosis, evidence, options, choose(diagnosis, hits, historical=past), rerank)
+            rerank.proposed.append(f"{diagnosis}: {code or NONE}")
+            if code is None:
+                rerank.drop(diagnosis, rationale)
                 continue
-            if code not in options:
-                top = next(iter(options))
-                rerank.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates; the top candidate {top} is used")
-                code, rationale = top, "top retrieved candidate (the re-ranker named a code outside the candidates)"
-            assembler.add(code, [quote], rationale, rerank, context=f"{diagnosis} {quote}")
+            assembler.add(code, [evidence], rationale, rerank, context=diagnosis)
         rerank.codes = assembler.codes
         return assembler.build(), [extract, retrieve, rerank]
 
+    def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str | Span, bool]]:
+        """(diagnosis, evidence, documented as past) for every diagnosis to code. The rules'
+        problems (evidence: where the note writes them); with a model, the LM's diagnoses given
+        those problems, without repeats, a diagnosis whose evidence is not in the note dropped and
+        a quote that names none of the diagnosis's words replaced by the diagnosis as the note
+        writes it. When the LM gives none, the rules' problems are kept."""
+        kept, found = self.problems(note, trace)
+        rules = [(problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
+        if not has_model():
+            trace.kept.extend(p.text for p in kept)
+            return rules
+        pairs = []
+        read = self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note),
+                               problems=listed_problems(found))
+        for diagnosis, quote in read:
+            evidence = naming_evidence(note, diagnosis, quote)
+            if evidence != quote:
+                trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
+            pairs.append((diagnosis, evidence, diagnosis.lower().startswith(PAST)))
+        if not pairs and rules:
+            trace.log.append("the LM read no diagnosis; the rules' problems are coded")
+            return rules
+        return pairs
+
+    def pick(self, diagnosis: str, evidence: str | Span, options: dict[str, str], rule: Choice, trace: StageTrace) -> tuple[str | None, str]:
+        """(code or None, rationale): the rules' choice, or with a model the LM's among the
+        candidates given the rules' choice; an unreadable answer or a code outside the
+        candidates gives way to the rules' choice."""
+        if not has_model():
+            return rule.code, rule.reason
+        listed = [f"{code}: {description}" for code, description in options.items()]
+        quote = evidence.text if isinstance(evidence, Span) else evidence
+        pick = run_stage(self.rerank, trace, diagnosis=diagnosis, evidence=quote, candidates=listed, suggested=rule.code or NONE)
+        if pick is None:
+            return rule.code, f"coding rules (re-ranker output unreadable): {rule.reason}"
+        code, rationale = pick.code.strip(), pick.rationale.strip()
+        if not code or code.upper() == NONE:
+            return None, f"no candidate fits: {rationale}"
+        if code not in options:
+            trace.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates; the coding rules' choice is used")
+            return rule.code, f"coding rules (the re-ranker named a code outside the candidates): {rule.reason}"
+        return code, rationale
+
     def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:
-        """Worked demos from a note's gold codes and mentions: an excerpt -> its diagnoses and
-        evidence for `extract`, and per diagnosis the retrieved candidates (gold kept) -> the
-        gold code for `rerank`."""
+        """Worked demos from a note's gold codes and mentions: an excerpt and the extractor's
+        problems -> its diagnoses and evidence for `extract`, and per diagnosis the retrieved
+        candidates (gold kept) and the rules' choice -> the gold code for `rerank`."""
         gold = gold_diagnoses(example, self.kb)
         if not gold:
             return {}
         extract = dspy.Example(
-            note=excerpt(example.note, gold), diagnoses=[d.phrase for d in gold], evidence=[d.sentence for d in gold]
+            note=excerpt(example.note, gold), problems=listed_problems(self.extractor(example.note)),
+            diagnoses=[d.phrase for d in gold], evidence=[d.sentence for d in gold],
         )
         rerank = []
         for d in gold:
-            listed = [f"{hit.code}: {hit.description}" for hit in self.kb.search(d.phrase, k=self.candidates, source="all")]
+            hits = self.kb.search(d.phrase, k=self.candidates, source="all")
+            listed = [f"{hit.code}: {hit.description}" for hit in hits]
             title = self.kb.require(d.code).description
             candidates = with_gold(listed, f"{d.code}: {title}", self.candidates)
+            suggested = choose(d.phrase, hits).code or NONE
             rationale = f"{d.code} ({title}) matches the documented {d.phrase.lower()}."
-            rerank.append(dspy.Example(diagnosis=d.phrase, evidence=d.sentence, candidates=candidates, code=d.code, rationale=rationale))
+            rerank.append(dspy.Example(diagnosis=d.phrase, evidence=d.sentence, candidates=candidates, suggested=suggested,
+                                       code=d.code, rationale=rationale))
         return {"extract": [extract], "rerank": rerank}
-
-    def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str]]:
-        """(diagnosis, evidence quote) pairs over every part of the note, without repeats; a
-        diagnosis whose evidence is not in the note is dropped, and a quote that names none of
-        the diagnosis's words gives way to the diagnosis as the note writes it."""
-        pairs = []
-        for diagnosis, quote in self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note)):
-            evidence = naming_evidence(note, diagnosis, quote)
-            if evidence != quote:
-                trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
-            pairs.append((diagnosis, evidence))
-        return pairs

@@ -46,7 +46,11 @@ def load_program(name_or_path: str | Path, kb, **options) -> CodingProgram:
 
 
 def default_program(model: str) -> str:
-    """The compiled program shipped for `model` ('local' -> programs/compiled/local.json), else
-    the default hand-written program."""
+    """MedCoder for 'none' (its rules score best with no model), the compiled program shipped for
+    `model` ('local' -> programs/compiled/local.json), else the default hand-written program."""
+    from programs.lm import NONE
+
+    if model == NONE:
+        return MedCoder.name
     shipped = COMPILED_DIR / f"{model.split(':')[0].replace('/', '_')}.json"
     return str(shipped) if shipped.is_file() else DEFAULT_PROGRAM

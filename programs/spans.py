@@ -1,5 +1,6 @@
-"""Find a quote an LM gave in the note: exact, then case/whitespace-insensitive, then the
-best fuzzy sentence match above a threshold."""
+"""Find a quote an LM gave in the note: exact, then case/whitespace-insensitive, then the note
+span that best aligns with it (rapidfuzz), then the best sentence by shared words, each above a
+threshold."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ TOKEN = re.compile(r"\w+")
 SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 QUOTE_TRIM = " \t\r\n\"'`“”‘’"
 FUZZY_THRESHOLD = 0.6
+ALIGN_THRESHOLD = 88.0
+MIN_ALIGN_CHARS = 8
 
 
 def locate(note: str, quote: str, threshold: float = FUZZY_THRESHOLD) -> Evidence:
@@ -25,7 +28,7 @@ def locate(note: str, quote: str, threshold: float = FUZZY_THRESHOLD) -> Evidenc
     span = _normalized_find(note, wanted)
     if span:
         return Evidence(quote, span, "normalized")
-    span = _best_sentence(note, wanted, threshold)
+    span = _aligned(note, wanted) or _best_sentence(note, wanted, threshold)
     if span:
         return Evidence(quote, span, "fuzzy")
     return Evidence(quote, None, "none")
@@ -38,6 +41,26 @@ def _normalized_find(note: str, wanted: str) -> Span | None:
     if not match:
         return None
     return Span(match.start(), match.end(), note[match.start() : match.end()])
+
+
+def _aligned(note: str, wanted: str) -> Span | None:
+    """The note span, widened to whole words, that best aligns with `wanted` (case ignored),
+    when the alignment scores ALIGN_THRESHOLD or more."""
+    from rapidfuzz import fuzz
+
+    if len(wanted) < MIN_ALIGN_CHARS or len(wanted) > len(note):
+        return None
+    found = fuzz.partial_ratio_alignment(wanted.lower(), note.lower(), score_cutoff=ALIGN_THRESHOLD)
+    if found is None:
+        return None
+    start, end = found.dest_start, found.dest_end
+    while start > 0 and note[start - 1].isalnum():
+        start -= 1
+    while end < len(note) and note[end].isalnum():
+        end += 1
+    text = note[start:end].strip()
+    start += len(note[start:end]) - len(note[start:end].lstrip())
+    return Span(start, start + len(text), text) if text else None
 
 
 def _best_sentence(note: str, wanted: str, threshold: float) -> Span | None:

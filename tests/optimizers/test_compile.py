@@ -219,6 +219,7 @@ def test_cli_compile_dry_run_then_compile_then_predict_and_compare(kb_path, serv
     assert metadata["status"] == "complete" and metadata["optimizer"] == "bootstrap"
     assert metadata["datasets"]["train"]["notes"] == 3 and len(metadata["datasets"]["train"]["sha256"]) == 64
     assert metadata["kb_release"] and metadata["scores"]["after"]["notes"] == 3
+    assert metadata["scores"]["floor"]["notes"] == 3
 
     predicted = cli_run("predict", "data/examples/diabetes_followup.txt", "--program", out, *common, "--json")
     assert predicted.exit_code == 0, predicted.output
@@ -227,9 +228,15 @@ def test_cli_compile_dry_run_then_compile_then_predict_and_compare(kb_path, serv
     compared = cli_run("compare", "--compiled", out, *common, "--dataset", f"jsonl:{notes_jsonl}", "--json")
     assert compared.exit_code == 0, compared.output
     systems = json.loads(compared.stdout)["systems"]
-    assert [s["system"] for s in systems] == ["medcoder", str(out)]
-    assert systems[1]["difference"]["baseline"] == "medcoder"
-    assert all(s["lm_calls"] > 0 and s["notes"] == 3 for s in systems)
+    assert [s["system"] for s in systems] == ["floor (--model none)", "medcoder", str(out)]
+    assert systems[2]["difference"]["baseline"] == "medcoder"
+    floor, *programs = systems
+    assert floor["lm_calls"] == 0 and floor["vs_floor"] is None and floor["notes"] == 3
+    assert all(s["lm_calls"] > 0 and s["notes"] == 3 for s in programs)
+    assert all(s["vs_floor"]["baseline"] == "floor (--model none)" for s in programs)
+    evaluated = cli_run("evaluate", "--dataset", f"jsonl:{notes_jsonl}", "--program", "medcoder", "--model", "none",
+                        "--db", kb_path, "--json")
+    assert json.loads(evaluated.stdout)["micro"] == floor["micro"]
 
 
 def test_cli_compile_refuses_unlabelled_data_and_tiny_budgets(kb_path, notes_jsonl, tmp_path):

@@ -67,7 +67,9 @@ def test_compiled_medcoder_codes_notes_the_hand_written_one_cannot(kb, demo_foll
         run = run_optimizer(build_program("medcoder", kb), [EXAMPLE], dev, get_optimizer("gold-demos"), Settings(max_demos=2))
     assert run.status == "complete"
     assert run.plan.lm_calls == 0
-    assert run.before.micro_f1 == 0.0
+    # without demos the scripted model reads no diagnosis, so the hand-written program keeps the
+    # rules' problems: it scores exactly the floor, and the demos raise it above
+    assert run.before.micro_f1 == run.floor.micro_f1 < 0.5
     assert run.after.micro_f1 > 0.5
     assert len(run.program.extract.demos) == 1 and len(run.program.rerank.demos) == 2
 

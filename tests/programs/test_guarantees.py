@@ -78,7 +78,10 @@ def test_reconcile_removes_excludes1_pairs_and_less_specific_codes(kb):
     trace = StageTrace("reconcile")
     assert reconcile(kb, ["E11.9", "E11.65", "I10", "I10"], trace) == ["E11.65", "I10"]
     assert trace.dropped[0].item == "E11.9"
-    assert reconcile(kb, ["E78.5", "E78.00"], StageTrace("r")) == ["E78.5", "E78.00"]
+    # 'Hyperlipidemia, unspecified' gives way to the pure hypercholesterolemia the note specifies
+    assert reconcile(kb, ["E78.5", "E78.00"], StageTrace("r")) == ["E78.00"]
+    # '..., unspecified eye' is specific about the rest: it stays beside another complication
+    assert reconcile(kb, ["E11.3299", "E11.42"], StageTrace("r")) == ["E11.3299", "E11.42"]
 
 
 @pytest.mark.parametrize("data", [b"", b"  \n\t", b"\x00\x01binary", b"\xff\xfe\xfa"])

@@ -29,8 +29,9 @@ def test_note_level_prompts_carry_the_guideline_rules():
 
 
 def test_the_verifier_is_shown_descriptions_not_codes():
-    assert set(signatures.SelectBestMatch.input_fields) == {"evidence", "options"}
+    assert set(signatures.SelectBestMatch.input_fields) == {"evidence", "options", "suggested"}
     assert "description" in signatures.SelectBestMatch.input_fields["options"].json_schema_extra["desc"]
+    assert "number" in signatures.SelectBestMatch.input_fields["suggested"].json_schema_extra["desc"]
 
 
 def test_chat_adapter_formats_every_signature():

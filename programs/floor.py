@@ -1,0 +1,113 @@
+"""The deterministic twins of the LM stages: which problems to code, which candidate code to
+choose for a problem, and when no candidate is good enough. They run alone with `--model none`
+and give every LM stage the answer it refines."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from icd_graph.records import SearchHit
+from icd_graph.vocabulary import tokenize
+from programs.extractor import Problem
+from programs.problem_rules import NOT_CODED
+
+# Words of a problem that say how it is, not what it is: a code need not name them.
+QUALIFIERS = frozenset(
+    tokenize(
+        """above goal below goal uncontrolled controlled well stable worsening improving improved new newly
+        diagnosed chronic acute recurrent mild moderate severe exacerbation flare follow up followup visit
+        management bmi presentation mixed setting likely known ongoing persistent continued status
+        community acquired"""
+    )
+)
+DIABETES_TYPE = re.compile(r"\b(?:type\s*(?:1|2|i|ii|one|two)|t[12]dm|dm\s*[12]|dm(?:ii|i))\b", re.I)
+PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z91", "Z92", "Z95", "Z96", "Z97", "Z98", "Z94", "Z93", "Z89", "Z90")
+# Words the classification writes differently from notes.
+SAME = {"both": "bilateral"}
+WITHOUT = re.compile(r"\bwithout ([a-z]+(?: [a-z]+)?)")
+MIN_QUALITY = 0.75
+CANDIDATES = 10
+TOP = 5
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The candidate chosen for a query (None: no candidate fits) and why."""
+
+    code: str | None
+    reason: str
+    quality: float = 0.0
+
+
+def keep_problem(problem: Problem) -> str | None:
+    """Why a problem is not coded (negated, possible, family or hypothetical), or None."""
+    if problem.assertion in NOT_CODED:
+        return f"{problem.assertion}: not coded"
+    return None
+
+
+def problem_query(problem: Problem, problems: list[Problem]) -> str:
+    """What to search for a problem: its text, with the diabetes type the note documents when the
+    problem is a diabetic complication that does not name it ('Diabetic polyneuropathy' with
+    'Type 2 diabetes' elsewhere -> type 2)."""
+    text = " ".join(problem.text.split())
+    if re.search(r"\bdiabetic\b", text, re.I) and not DIABETES_TYPE.search(text):
+        for other in problems:
+            found = DIABETES_TYPE.search(other.text)
+            if found and re.search(r"\bdiabet", other.text, re.I):
+                return f"{text}, {found.group()} diabetes"
+    return text
+
+
+def words(text: str) -> set[str]:
+    return {SAME.get(word, word) for word in tokenize(text)}
+
+
+def quality(query: str, hit: SearchHit) -> float:
+    """Share of the defining words of the query's first clause (qualifiers aside: 'Obesity, BMI
+    31' is defined by 'obesity') that the hit's matched index path or description holds; a hit
+    that says 'with' what the query says 'without' scores 0."""
+    head = query.split(",")[0]
+    wanted = (words(head) - QUALIFIERS) or words(head)
+    if not wanted:
+        return 0.0
+    described = hit.description.lower()
+    for absent in WITHOUT.findall(query.lower()):
+        if f"with {absent}" in described and f"without {absent}" not in described:
+            return 0.0
+    named = words(hit.matched) | words(hit.description)
+    return len(wanted & named) / len(wanted)
+
+
+def best_entry(statement: str, paths: list[str | None]) -> int:
+    """The 1-based index entry (None: an entry without codes) whose path names most of the
+    statement's defining words, with fewest words the statement does not name; 0 when none has
+    codes."""
+    wanted = (words(statement) - QUALIFIERS) or words(statement)
+    ranked = [
+        (len(wanted & words(path)), -len(words(path) - wanted), -i, i)
+        for i, path in enumerate(paths, 1)
+        if path is not None
+    ]
+    return max(ranked)[-1] if ranked else 0
+
+
+def choose(query: str, hits: list[SearchHit], historical: bool = False, min_quality: float = MIN_QUALITY) -> Choice:
+    """Among the first `TOP` hits, the one that names most of the problem (an exact index or
+    tabular match names all of it), search order breaking ties; a past problem takes only a
+    personal-history or status code. None when no hit names `min_quality` of it (a plan
+    sentence, a heading that names no condition)."""
+    scored = []
+    for rank, hit in enumerate(hits[:TOP]):
+        if historical and not hit.code.startswith(PERSONAL_HISTORY):
+            continue
+        exact = hit.source.split("+")[0] == "exact"
+        scored.append((1.0 if exact else quality(query, hit), -rank, exact, hit))
+    if not scored:
+        return Choice(None, "documented as past, and no personal-history or status code fits")
+    score, _, exact, hit = max(scored, key=lambda item: item[:2])
+    if score < min_quality:
+        return Choice(None, f"no candidate names enough of the problem (best {score:.0%}: {hit.code})", score)
+    how = "exact index match" if exact else f"names {score:.0%} of the problem's words"
+    return Choice(hit.code, f"{how} ({hit.matched or hit.description})", score)

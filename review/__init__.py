@@ -1,0 +1,1 @@
+"""The coder's review app: predictions -> a coder's decisions -> a `jsonl:` dataset."""
