@@ -199,10 +199,12 @@ def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
     from programs.lm import make_lm
 
     garbage = {key: (lambda user: "I am not sure.") for key in ("next_term", "accepted", "final_codes")}
+    garbage["statements"] = lambda user: {"statements": ["Essential hypertension", "Hyperlipidemia"],
+                                          "lead_terms": ["Hypertension", "Hyperlipidemia"]}
     with ScriptedServer(garbage) as broken:
         lm = make_lm("hosted_vllm/scripted", broken.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(CodeLikeHumans(kb), lm, diabetes_note))
-    # the fallbacks: the first entry that prints a code, the first candidate, the validated codes
+    # the fallbacks: the coding rules' index entry and candidate, the validated codes
     assert result.code_list == ["E78.5", "I10"]
     assert [sum("stage fallback used" in line for line in stage(result, name).log) for name in ("navigate", "validate", "reconcile")] == [2, 2, 1]
     assert "reconciler returned no codes; the validated codes are kept" in stage(result, "reconcile").log

@@ -20,11 +20,12 @@ def check(evidence):
         ("hypertension well managed", "none", None),  # one word in common: below the threshold
         ("lisinopril well tolerated", "none", None),  # Dice 2 * 2 / (3 + 5) = 0.5
         ("well controlled on metoprolol today", "fuzzy", "BP well controlled on lisinopril."),  # 0.6
-        ("well controlled lisinopril", "fuzzy", "BP well controlled on lisinopril."),  # a quote shorter than the sentence
+        ("lisinopril controlled well", "fuzzy", "BP well controlled on lisinopril."),  # shorter than the sentence, words reordered
+        ("well controlled lisinopril", "fuzzy", "well controlled on lisinopril"),  # aligned, widened to whole words
         ("no pain in the chest", "fuzzy", "No chest pain."),  # a sentence after a space
         ("Pt has", "exact", "Pt has"),  # at offset 0
         ("", "none", None),
-        ("...", "none", None),  # no word: not matched to the note's full stops
+        (".", "none", None),  # no word: not matched to the note's full stops
     ],
 )
 def test_locate(quote, match, text):
