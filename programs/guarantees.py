@@ -72,7 +72,7 @@ def best_billable(kb, code: str, context: str) -> str:
             -len(wanted & (asserted | tokens(encounter))),
             len(wanted & denied),
             len(asserted - known),
-            bool(encounter) and "initial" not in encounter.lower(),
+            encounter.lower().startswith(("subsequent", "sequela")),
             "unspecified" not in description.lower(),
             candidate,
         )

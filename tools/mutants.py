@@ -1,7 +1,7 @@
 """Mutation check, run by hand: plant one small bug at a time in a fixed list of functions and
 run the tests that cover them; a bug no test notices is a surviving mutant.
 
-    python tools/mutants.py                      # every target (about 40 minutes on 2 cores)
+    python tools/mutants.py                      # every target
     python tools/mutants.py --only metrics --only bootstrap
     python tools/mutants.py --list               # the mutants, nothing run
     python tools/mutants.py --json
@@ -54,7 +54,7 @@ TARGETS = (
            ("tests/optimizers/test_metrics.py",)),
     Target("bootstrap", "optimizers/metrics.py", ("Difference.significant", "paired_bootstrap"),
            ("tests/optimizers/test_metrics.py",)),
-    Target("spans", "programs/spans.py", ("locate", "_normalized_find", "_best_sentence"),
+    Target("spans", "programs/spans.py", ("locate", "_normalized_find", "_aligned", "_best_sentence"),
            ("tests/programs/test_spans.py",)),
     Target("code repair", "programs/guarantees.py",
            ("repair_code", "best_billable", "asserted_words", "reconcile", "_unspecific", "_excludes1"),
@@ -62,6 +62,9 @@ TARGETS = (
     Target("expansions", "icd_graph/kb.py", ("KnowledgeBase.expand", "KnowledgeBase.complete", "_Hierarchy.expand"),
            ("tests/icd_graph/test_kb.py",)),
     Target("graph", "icd_graph/graph.py", ("neighbours",), ("tests/icd_graph/test_graph.py", "tests/icd_graph/test_kb.py")),
+    Target("floor rules", "programs/floor.py",
+           ("keep_problem", "problem_query", "words", "quality", "best_entry", "choose"),
+           ("tests/programs/test_floor.py",)),
     Target("batch writer", "programs/batch.py", ("code_note", "BatchSummary.add_usage", "finished_ids", "run_batch"),
            ("tests/programs/test_batch_files.py", "tests/programs/test_batch.py")),
 )

@@ -43,9 +43,10 @@ def test_completion_picks_what_a_coder_would(kb, raw, context, code):
 
 
 def test_unknown_and_malformed_codes_are_dropped_with_a_reason(kb):
-    for raw in ("U99.99", "not a code", ""):
-        repair = repair_code(kb, raw)
-        assert repair.code is None and repair.reason
+    reasons = {raw: repair_code(kb, raw) for raw in ("U99.99", "not a code", "", " . ")}
+    assert {raw: (r.code, r.reason) for raw, r in reasons.items()} == {
+        "U99.99": (None, "unknown code"), "not a code": (None, "malformed"), "": (None, "empty code"), " . ": (None, "empty code"),
+    }
 
 
 def test_assembler_repairs_locates_merges_and_logs(kb):
