@@ -56,21 +56,21 @@ def repair_code(kb, raw: str, context: str = "") -> Repair:
 
 def best_billable(kb, code: str, context: str) -> str:
     """The billable code under `code` a coder would pick for `context`: the one that asserts most
-    of its words, then the one that denies fewest of them, then the one that asserts least that
-    neither the context nor `code` says (with no complication documented, the default 'without
-    ...' code: 'diabetic retinopathy' -> E11.319 '... without macular edema', not E11.311
-    '... with macular edema'; with no side, the unspecified side), then the initial encounter,
-    then an 'unspecified' code, then code order. Filler words ('of', 'with') count for nothing."""
-    wanted = tokens(context) - FILLER
-    known = wanted | tokens(kb.require(code).description) | FILLER
+    of what the context asserts, then the one that asserts least that neither the context nor
+    `code` says (with no complication documented, the default 'without ...' code: 'diabetic
+    retinopathy' -> E11.319 '... without macular edema', not E11.311 '... with macular edema';
+    with no side, the unspecified side), then the initial encounter, then an 'unspecified'
+    code, then code order. Filler words ('of', 'with') count for nothing; what a 'without ...'
+    clause names is not asserted, in the context or in a description."""
+    said = asserted_words(context) - FILLER
+    known = said | tokens(kb.require(code).description) | FILLER
 
     def rank(candidate: str):
         description = kb.require(candidate).description
-        condition, encounter = (ENCOUNTER.split(description, maxsplit=1) + [""])[:2]
-        asserted, denied = asserted_words(condition)
+        condition, encounter = (ENCOUNTER.split(description) + [""])[:2]
+        asserted = asserted_words(condition)
         return (
-            -len(wanted & (asserted | tokens(encounter))),
-            len(wanted & denied),
+            -len(said & (asserted | tokens(encounter))),
             len(asserted - known),
             encounter.lower().startswith(("subsequent", "sequela")),
             "unspecified" not in description.lower(),
@@ -80,13 +80,9 @@ def best_billable(kb, code: str, context: str) -> str:
     return min(kb.complete(code), key=rank)
 
 
-def asserted_words(description: str) -> tuple[set[str], set[str]]:
-    """(words a description asserts, words it denies): the words of its 'without ...' clauses
-    are denied, and 'unspecified' asserts nothing."""
-    denied = set()
-    for clause in WITHOUT.findall(description):
-        denied |= tokens(clause)
-    return tokens(WITHOUT.sub(" ", description)) - {"unspecified"}, denied
+def asserted_words(text: str) -> set[str]:
+    """The words `text` asserts: not those of its 'without ...' clauses, nor 'unspecified'."""
+    return tokens(WITHOUT.sub(" ", text)) - {"unspecified"}
 
 
 class Assembler:

@@ -112,6 +112,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("bootstrap", "paired_bootstrap (line +27): `resamples - 1` -> `resamples + 1`"): PERCENTILE,
     ("bootstrap", "paired_bootstrap (line +27): `1` -> `0`"): PERCENTILE + " ('1 - tail' -> '0 - tail' counts from the end)",
     ("bootstrap", "paired_bootstrap (line +27): `1` -> `0` (#2)"): PERCENTILE,
+    ("batch writer", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):
+        "json.loads(line)['id'] raises nothing else",
+    ("batch writer", "run_batch (line +34): delete `os.fsync(sink.fileno())`"):
+        "durability against a machine crash (a reader already sees the flushed line); no test can crash the machine",
+    ("batch writer", "run_batch (line +41): delete `future.cancel()`"):
+        "saves the LM calls of notes not yet started after a model error; a worker may already have started the next "
+        "note, so the saving is not deterministic, and nothing is written either way",
+    ("batch writer", "run_batch (line +32): `False` -> `True`"):
+        "ensure_ascii: the same JSON values, non-ASCII characters written escaped",
 }
 
 

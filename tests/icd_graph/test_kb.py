@@ -75,9 +75,14 @@ def test_expansions_agree_with_the_parent_column_of_the_database(kb, kb_path):
                        f"WHERE p.parent = ({grandparent}) AND p.code <> ({parent}) ORDER BY n.seq",
             "children": "SELECT code FROM nodes WHERE parent = $code ORDER BY seq",
         }
-        for code in ("E11.9", "E11.311", "I10", "S72.001A", "J45.909", "M17.11"):
+        # the first chapter's nodes sit at the start of the tree: A00-A09's parent is node 0
+        for code in ("E11.9", "E11.311", "I10", "S72.001A", "J45.909", "M17.11", "A00-A09", "A00", "A00.0"):
             for kind, query in queries.items():
                 assert [info.code for info in kb.expand(code, kind)] == sql(query, code), (code, kind)
+    assert [info.code for info in kb.expand("A00.0", "ancestors")] == ["A00", "A00-A09", "CH01"]
+    assert len(kb.expand("A00", "cousins")) == 157  # the categories of the other blocks of chapter 1
+    for chapter in ("CH01", "CH02"):
+        assert kb.expand(chapter, "parent") == kb.expand(chapter, "ancestors") == kb.expand(chapter, "cousins") == []
 
 
 def test_graph_neighbours(kb):

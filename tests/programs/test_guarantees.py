@@ -24,6 +24,9 @@ def test_an_incomplete_code_is_completed_to_the_index_default(kb):
     "raw, context, code",
     [
         ("E11.3", "diabetic retinopathy with macular edema", "E11.311"),  # the edema is documented
+        ("E11.3", "diabetic retinopathy without macular edema", "E11.319"),  # ... and here denied
+        ("E11.64", "type 2 diabetes with hypoglycemia with coma", "E11.641"),
+        ("E11.64", "type 2 diabetes with hypoglycemia", "E11.649"),
         ("E11.31", "", "E11.319"),
         ("E11", "type 2 diabetes", "E11.9"),  # 'without complications'
         ("W19", "fall at home", "W19.XXXA"),  # initial encounter
@@ -77,8 +80,11 @@ def test_reconcile_removes_excludes1_pairs_and_less_specific_codes(kb):
     assert reconcile(kb, ["E11.9", "E10.9"], trace) == ["E11.9"]
     assert "Excludes1" in trace.dropped[0].reason
     trace = StageTrace("reconcile")
-    assert reconcile(kb, ["E11.9", "E11.65", "I10", "I10"], trace) == ["E11.65", "I10"]
-    assert trace.dropped[0].item == "E11.9"
+    assert reconcile(kb, ["I10", "I10", "E11.9", "E11.65"], trace) == ["I10", "E11.65"]
+    assert [(d.item, d.reason) for d in trace.dropped] == [("E11.9", "less specific than E11.65 in the same category")]
+    assert reconcile(kb, ["E11.9", "E10.9", "I10"], StageTrace("r")) == ["E11.9", "I10"]
+    # a catch-all stays when its category has no other code
+    assert reconcile(kb, ["E78.5", "I10"], StageTrace("r")) == ["E78.5", "I10"]
     # 'Hyperlipidemia, unspecified' gives way to the pure hypercholesterolemia the note specifies
     assert reconcile(kb, ["E78.5", "E78.00"], StageTrace("r")) == ["E78.00"]
     # '..., unspecified eye' is specific about the rest: it stays beside another complication
