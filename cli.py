@@ -14,20 +14,37 @@ from icd_graph.errors import IcdError
 
 console = Console()
 err_console = Console(stderr=True)
+DEFAULT_TIMEOUT = 300.0
 
 
 class Main(click.Group):
-    """Turns every expected error into one line on stderr and exit status 1."""
+    """Every expected error is one line on stderr: exit status 2 for a usage error (a bad option
+    or argument), 1 for anything else that stops a command (bad input, a model that fails), 130
+    for Ctrl-C. Never a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
         try:
-            return super().invoke(ctx)
+            status = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "cli.py"
+            fail(f"{exc.format_message()} (see `{command} --help`)", 2)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
         except IcdError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
+            fail(str(exc), 1)
+        except (KeyboardInterrupt, click.Abort):
             err_console.print("[yellow]interrupted[/]")
             sys.exit(130)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def fail(message: str, status: int) -> None:
+    """Prints `error: message` as one line on stderr and exits with `status`."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    sys.exit(status)
 
 
 def print_json(payload) -> None:
@@ -45,6 +62,37 @@ def db_option(func):
 
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
+def lm_options(default_model: str | None = "local", model_help: str = ""):
+    """--model, --api-base, --api-key, --timeout and --retries: every command that calls a model."""
+
+    def decorate(func):
+        func = click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
+                            help="Retries of a failed or empty LM answer (with backoff) before giving up.")(func)
+        func = click.option("--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULT_TIMEOUT,
+                            show_default=True, help="Seconds to wait for one answer of a model server.")(func)
+        func = click.option("--api-key", default=None, envvar="ICD_API_KEY",
+                            help="API key for --api-base (default: $ICD_API_KEY or the provider's own variable).")(func)
+        func = click.option("--api-base", default=None, callback=check_api_base,
+                            help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")(func)
+        return click.option("--model", default=default_model, show_default=default_model is not None, callback=check_model,
+                            help=model_help or "'local', 'local:/path.gguf', or a LiteLLM model string "
+                            "(openai/..., anthropic/..., ollama_chat/..., hosted_vllm/...).")(func)
+
+    return decorate
+
+
+def check_model(ctx, param, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("must name a model, e.g. local or openai/gpt-4o-mini", ctx, param)
+    return value.strip() if value else value
+
+
+def check_api_base(ctx, param, value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{value!r} is not a URL: give http://HOST:PORT/v1", ctx, param)
+    return value
 
 
 def resolve_db(db: Path | None) -> Path:
@@ -83,8 +131,10 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from data.outputs import check_output
     from icd_graph.build import build
 
+    target = check_output(resolve_db(db), "--db")
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
         console=err_console, transient=True, disable=as_json,
@@ -94,7 +144,7 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
         def progress(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)
 
-        report = build(source=source, db=resolve_db(db), progress=progress)
+        report = build(source=source, db=target, progress=progress)
     if as_json:
         print_json(asdict(report))
         return
@@ -108,6 +158,8 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
         console.print(f"[dim]{file.kind:<9}[/] {file.name}", highlight=False)
     for name in report.ignored:
         console.print(f"[dim]ignored[/]   {name}", highlight=False)
+    if report.swept:
+        console.print(f"[dim]removed {len(report.swept)} temporary files left by killed builds[/]", highlight=False)
     console.print(f"Wrote [bold]{report.db}[/] in {report.seconds:.1f} s", highlight=False)
 
 
@@ -183,7 +235,7 @@ def icd_expand(code: str, kind: str, db: Path | None, as_json: bool) -> None:
 
 @icd.command("search")
 @click.argument("text", nargs=-1, required=True)
-@click.option("--k", default=20, show_default=True, help="Number of hits.")
+@click.option("--k", type=click.IntRange(1), default=20, show_default=True, help="Number of hits.")
 @click.option("--source", type=click.Choice(["tabular", "index", "all"]), default="all", show_default=True,
               help="all: both indexes fused, billable codes only.")
 @db_option
@@ -212,7 +264,7 @@ def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_j
 
 @icd.command("index")
 @click.argument("terms", nargs=-1, required=True)
-@click.option("--limit", default=25, show_default=True, help="At most this many entries.")
+@click.option("--limit", type=click.IntRange(1), default=25, show_default=True, help="At most this many entries.")
 @db_option
 @json_option
 def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool) -> None:
@@ -221,6 +273,9 @@ def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool
 
     with open_kb(db) as kb:
         entries = kb.index_lookup(list(terms), limit=limit)
+    if not entries:
+        raise IcdError(f"no main term of the alphabetic index matches {' '.join(terms)!r}; "
+                       "try `icd search` or another word")
     if as_json:
         print_json([asdict(entry) for entry in entries])
         return
@@ -237,7 +292,7 @@ def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool
 @icd.command("table")
 @click.argument("name", type=click.Choice(["neoplasm", "drug"]))
 @click.argument("term", nargs=-1, required=True)
-@click.option("--limit", default=10, show_default=True, help="At most this many rows.")
+@click.option("--limit", type=click.IntRange(1), default=10, show_default=True, help="At most this many rows.")
 @db_option
 @json_option
 def icd_table(name: str, term: tuple[str, ...], limit: int, db: Path | None, as_json: bool) -> None:
@@ -312,15 +367,14 @@ def env_path(name: str) -> Path | None:
 
 
 def open_validator(db: Path | None):
-    """A context giving the knowledge base that validates gold codes, or None (with a warning)
-    when only the default location was meant and no file is there."""
+    """A context giving the knowledge base that validates gold codes, or None when only the
+    default location was meant and no file is there (the load report then says so)."""
     from contextlib import nullcontext
 
     from icd_graph.kb import KnowledgeBase
 
     path = resolve_db(db)
     if db is None and not path.exists():
-        err_console.print(f"[yellow]codes not validated:[/] no knowledge base at {path} (run `python cli.py icd build`)", highlight=False)
         return nullcontext(None)
     return KnowledgeBase(path)
 
@@ -341,7 +395,7 @@ def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, v
 
 def print_load_report(dataset) -> None:
     report = dataset.report
-    validated = "validated" if report.validated else "not validated"
+    validated = "validated" if report.validated else "not validated: no knowledge base, run `python cli.py icd build`"
     err_console.print(f"[bold]{dataset.name}[/]: {report.notes} notes, {report.codes} gold codes ({validated})", highlight=False)
     for remark in report.remarks:
         err_console.print(f"  {remark}", highlight=False)
@@ -368,8 +422,15 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
     DATASET: aci:train|valid|test1|test2|test3|test|dev (join splits with '+'; dev = train+valid,
     the encounters with public labels), mdace:train|val|test[:inpatient|profee], jsonl:PATH.
     With --labels, aci notes without labels are left out (and counted)."""
+    from data.errors import DatasetError
     from data.jsonl import write_jsonl
+    from data.outputs import check_output, same_file
+    from data.specs import parse_spec
 
+    check_output(out, "OUT")
+    spec = parse_spec(dataset)
+    if spec.kind == "jsonl" and same_file(Path(spec.parts[0]), out):
+        raise DatasetError(f"OUT {out} is the input file: give another file")
     with open_validator(db) as validator:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
     count = write_jsonl(loaded, out)
@@ -386,10 +447,8 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
               help='JSONL of {"id", "codes", "evidence"?, "result"?} to score.')
 @click.option("--program", "program_name", default=None,
               help="Run this program over the dataset, then score it: medcoder | clh | verify | a compiled .json.")
-@click.option("--model", default=None, help="With --program: 'none' (default: the coding rules alone), 'local' (embedded), "
-              "'local:/path.gguf', or a LiteLLM model string.")
-@click.option("--api-base", default=None, help="With --program: URL of an OpenAI-compatible server.")
-@click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")
+@lm_options(None, "With --program: 'none' (default: the coding rules alone), 'local' (embedded), 'local:/path.gguf', "
+            "or a LiteLLM model string.")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="With --program: predictions JSONL; a rerun with the same file resumes (default: a new file in the temp dir).")
@@ -397,8 +456,8 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
 @db_option
 @json_option
 def evaluate_command(dataset: str, predictions: Path | None, program_name: str | None, model: str | None, api_base: str | None,
-                     api_key: str | None, threads: int, output: Path | None, labels: Path | None, mimic_notes: Path | None,
-                     db: Path | None, as_json: bool) -> None:
+                     api_key: str | None, timeout: float, retries: int, threads: int, output: Path | None, labels: Path | None,
+                     mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
     """Score predictions against a dataset's gold codes: micro/macro and category P/R/F1, exact
     match, evidence token F1, and the recall after each program stage when the lines carry the
     program's "result". Notes without a prediction count as empty predictions.
@@ -408,6 +467,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
     from data.errors import DatasetError
     from data.specs import parse_spec
     from optimizers.evaluate import evaluate, read_predictions, read_results, stage_recall
+    from programs.lm import make_lm
 
     if (predictions is None) == (program_name is None):
         raise DatasetError("give either --predictions FILE (score a file) or --program NAME --model M (run and score)")
@@ -415,13 +475,18 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         raise DatasetError("--model, --api-base, --threads and --output go with --program, not --predictions")
     if parse_spec(dataset).kind == "aci" and labels is None:
         raise DatasetError("evaluate on aci:* needs gold codes: pass --labels CSV (columns encounter_id, code)")
+    if output is not None:
+        check_prediction_output(output, dataset)
     run = None
     with open_validator(db) if program_name is None else knowledge_base(db) as validator:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            run = run_program(program_name, validator, loaded.records, model or "none", api_base, api_key, threads, output, as_json)
+            lm = make_lm(model or "none", api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+            run = run_program(program_name, validator, loaded.records, lm, threads, output, as_json)
+            if run.failed and not (run.written or run.skipped):
+                raise DatasetError(f"none of the {len(loaded.records)} notes of {dataset} could be coded: {failures(run.failed)}")
             predictions = run.output
         predicted, flagged = read_predictions(predictions, validator=validator)
     result = evaluate(loaded.records, predicted, dataset=loaded.name, flagged_predictions=flagged)
@@ -460,16 +525,14 @@ def knowledge_base(db: Path | None):
     return KnowledgeBase(resolve_db(db))
 
 
-def run_program(program_name: str, kb, records, model: str, api_base, api_key, threads: int, output: Path | None, quiet: bool):
+def run_program(program_name: str, kb, records, lm, threads: int, output: Path | None, quiet: bool):
     """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
     import tempfile
 
     from programs.batch import finished_ids, run_batch
-    from programs.lm import make_lm
     from programs.registry import load_program
 
     program = load_program(program_name, kb)
-    lm = make_lm(model, api_base, api_key=api_key)
     output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
     done = finished_ids(output)
     todo = sum(record.id not in done for record in records)
@@ -552,22 +615,16 @@ def retrieval_eval(
 @click.option("--program", "program_name", default=None,
               help="medcoder | clh | verify | a compiled .json (default: medcoder with --model none, the "
               "compiled program shipped for the model, else clh).")
-@click.option("--model", default="none", show_default=True,
-              help="'none' (the coding rules alone, no LM), 'local' (embedded), 'local:/path.gguf', or a "
-              "LiteLLM model string (openai/..., anthropic/..., ollama_chat/..., hosted_vllm/...).")
-@click.option("--api-base", default=None, help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
-@click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY "
-              "or the provider's own variable).")
+@lm_options("none", "'none' (the coding rules alone, no LM), 'local' (embedded), 'local:/path.gguf', or a "
+            "LiteLLM model string (openai/..., anthropic/..., ollama_chat/..., hosted_vllm/...).")
 @click.option("--input", "input_spec", default=None,
               help="Batch input: notes.jsonl or a dataset spec (aci:valid, mdace:test, jsonl:PATH).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Batch output JSONL; a rerun skips notes already in it.")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
-@click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
-              help="LM retries (with backoff) before giving up.")
 @db_option
 @json_option
-def predict(note, program_name, model, api_base, api_key, input_spec, output, threads, retries, db, as_json) -> None:
+def predict(note, program_name, model, api_base, api_key, timeout, retries, input_spec, output, threads, db, as_json) -> None:
     """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
     from icd_graph.kb import KnowledgeBase
     from programs.errors import BatchError
@@ -578,14 +635,36 @@ def predict(note, program_name, model, api_base, api_key, input_spec, output, th
         raise BatchError("give either NOTE (a file or -) or --input with --output")
     if input_spec is not None and output is None:
         raise BatchError("--input needs --output PATH.jsonl for the predictions")
+    if note is not None and output is not None:
+        raise BatchError("--output goes with --input (a batch of notes); the codes of NOTE are printed")
+    records = batch_records(input_spec, output) if input_spec is not None else None
     text = read_note_arg(note) if note is not None else None
     with KnowledgeBase(resolve_db(db)) as kb:
         program = load_program(program_name or default_program(model), kb)
-        lm = make_lm(model, api_base, api_key=api_key, num_retries=retries)
+        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
         if text is not None:
             predict_one(program, text, lm, as_json)
         else:
-            predict_batch(program, input_spec, output, lm, threads, as_json)
+            predict_batch(program, input_spec, records, output, lm, threads, as_json)
+
+
+def batch_records(input_spec: str, output: Path):
+    """The notes of a batch, once --output is known to be writable and not the input itself."""
+    spec = input_spec if ":" in input_spec.split("/")[0] else f"jsonl:{input_spec}"
+    check_prediction_output(output, spec)
+    return load_cli_dataset(spec, None, None, None).records
+
+
+def check_prediction_output(output: Path, spec: str) -> None:
+    """A predictions file must be writable and must not be the dataset it codes."""
+    from data.outputs import check_output, same_file
+    from data.specs import parse_spec
+    from programs.errors import BatchError
+
+    check_output(output, "--output")
+    parsed = parse_spec(spec)
+    if parsed.kind == "jsonl" and same_file(Path(parsed.parts[0]), output):
+        raise BatchError(f"--output {output} is the input file: give another file for the predictions")
 
 
 def read_note_arg(note: str) -> str:
@@ -623,13 +702,12 @@ def predict_one(program, text: str, lm, as_json: bool) -> None:
     print_usage(result.usage, None)
 
 
-def predict_batch(program, input_spec: str, output: Path, lm, threads: int, as_json: bool) -> None:
+def predict_batch(program, input_spec: str, records, output: Path, lm, threads: int, as_json: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from programs.batch import run_batch
+    from programs.errors import BatchError
 
-    spec = input_spec if ":" in input_spec.split("/")[0] else f"jsonl:{input_spec}"
-    records = load_cli_dataset(spec, None, None, None).records
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console, transient=True, disable=as_json,
@@ -644,12 +722,21 @@ def predict_batch(program, input_spec: str, output: Path, lm, threads: int, as_j
     }
     if as_json:
         print_json(payload)
-        return
-    console.print(f"Wrote {summary.written} notes to [bold]{summary.output}[/] "
-                  f"({summary.skipped} already there, {len(summary.failed)} failed)", highlight=False)
-    for note_id, error in summary.failed:
-        err_console.print(f"[yellow]{note_id}:[/] {error}", highlight=False)
-    print_usage(summary.usage, summary.cost)
+    else:
+        console.print(f"Wrote {summary.written} notes to [bold]{summary.output}[/] "
+                      f"({summary.skipped} already there, {len(summary.failed)} failed)", highlight=False)
+        print_usage(summary.usage, summary.cost)
+    if summary.failed and not (summary.written or summary.skipped):
+        raise BatchError(f"none of the {len(records)} notes of {input_spec} could be coded: {failures(summary.failed)}")
+    if not as_json:
+        for note_id, error in summary.failed:
+            err_console.print(f"[yellow]{note_id}:[/] {error}", highlight=False)
+
+
+def failures(failed: list[tuple[str, str]]) -> str:
+    """The first failed note and how many more, for a one-line error."""
+    note_id, error = failed[0]
+    return f"{note_id}: {error}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
 
 
 def print_usage(usage: dict, cost: float | None) -> None:
@@ -664,16 +751,9 @@ def print_usage(usage: dict, cost: float | None) -> None:
 # --- compile and compare ------------------------------------------------------------------
 
 
-def lm_options(func):
-    func = click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")(func)
-    func = click.option("--api-base", default=None, help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")(func)
-    return click.option("--model", default="local", show_default=True,
-                        help="'local', 'local:/path.gguf', or a LiteLLM model string (openai/..., hosted_vllm/...).")(func)
-
-
 @cli.command("compile")
 @click.option("--program", "program_name", type=click.Choice(["medcoder", "clh", "verify"]), required=True)
-@lm_options
+@lm_options()
 @click.option("--train", "train_spec", required=True, help="Training dataset spec, e.g. aci:train with --labels.")
 @click.option("--dev", "dev_spec", required=True, help="Dev dataset spec (scores before/after, candidate selection).")
 @dataset_options
@@ -681,8 +761,8 @@ def lm_options(func):
               required=True, help="gold-demos: demos for every stage from the gold labels (no LM calls besides dev scoring).")
 @click.option("--budget", type=click.IntRange(1), default=None, help="Cap on LM calls (metric calls for gepa).")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--reflection-model", default=None, help="Model proposing instructions (mipro, gepa); default --model. "
-              "A name without a provider/ is served by --api-base.")
+@click.option("--reflection-model", default=None, callback=check_model,
+              help="Model proposing instructions (mipro, gepa); default --model. A name without a provider/ is served by --api-base.")
 @click.option("--candidates", type=click.IntRange(1), default=None, help="Candidate programs (random-search) or instruction/demo candidates (mipro).")
 @click.option("--max-demos", type=click.IntRange(0, 16), default=4, show_default=True, help="Demos per stage.")
 @click.option("--dev-notes", type=click.IntRange(1), default=None,
@@ -692,23 +772,29 @@ def lm_options(func):
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="compiled/NAME.json")
 @db_option
 @json_option
-def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec, labels, mimic_notes, optimizer_name,
-                    budget, threads, reflection_model, candidates, max_demos, dev_notes, seed, dry_run, out, db, as_json) -> None:
+def compile_command(program_name, model, api_base, api_key, timeout, retries, train_spec, dev_spec, labels, mimic_notes,
+                    optimizer_name, budget, threads, reflection_model, candidates, max_demos, dev_notes, seed, dry_run, out,
+                    db, as_json) -> None:
     """Optimize PROGRAM's prompts (demos, instructions) against gold codes and save it to --out."""
     from contextlib import redirect_stdout
     from dataclasses import replace
 
     import dspy
 
+    from data.outputs import check_output
     from icd_graph.kb import KnowledgeBase
     from optimizers.compile import (CompileFailed, dataset_metadata, estimate, gold_examples, run_metadata,
                                     run_optimizer, save_compiled)
     from optimizers.registry import Settings, get_optimizer
-    from programs.lm import make_lm
+    from programs.lm import NONE, make_lm
     from programs.registry import build_program
 
+    if model == NONE:
+        raise click.BadParameter("none runs the coding rules, which have no prompts to compile: give the model to "
+                                 "compile for", param_hint="'--model'")
     optimizer = get_optimizer(optimizer_name)
     settings = Settings(budget=budget, threads=threads, seed=seed, max_demos=max_demos, candidates=candidates)
+    check_output(out, "--out")
     with KnowledgeBase(resolve_db(db)) as kb:
         train = load_cli_dataset(train_spec, labels, mimic_notes, kb)
         dev = load_cli_dataset(dev_spec, labels, mimic_notes, kb)
@@ -722,11 +808,12 @@ def compile_command(program_name, model, api_base, api_key, train_spec, dev_spec
         print_estimate(guess, as_json and dry_run)
         if dry_run:
             return
-        lm = make_lm(model, api_base, api_key=api_key)
+        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
         proposer = lm
         if reflection_model:
             same_server = "/" not in reflection_model
-            proposer = make_lm(reflection_model, api_base if same_server else None, api_key=api_key if same_server else None)
+            proposer = make_lm(reflection_model, api_base if same_server else None, api_key=api_key if same_server else None,
+                               timeout=timeout, num_retries=retries)
         # DSPy's optimizers print progress on stdout: keep stdout for the result
         with dspy.context(lm=lm), redirect_stdout(sys.stderr), \
                 calls_progress(guess.plan.total_calls + guess.eval_calls, as_json) as on_call:
@@ -803,7 +890,7 @@ def print_compile_run(run, path: Path) -> None:
               help="Hand-written program(s); the programs of --compiled files are added.")
 @click.option("--compiled", "compiled_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Compiled program file(s).")
-@lm_options
+@lm_options()
 @click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:valid with --labels.")
 @dataset_options
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
@@ -811,27 +898,31 @@ def print_compile_run(run, path: Path) -> None:
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Bar chart PNG (needs matplotlib).")
 @db_option
 @json_option
-def compare_command(program_names, compiled_paths, model, api_base, api_key, dataset, labels, mimic_notes, threads,
-                    resamples, plot, db, as_json) -> None:
+def compare_command(program_names, compiled_paths, model, api_base, api_key, timeout, retries, dataset, labels, mimic_notes,
+                    threads, resamples, plot, db, as_json) -> None:
     """Run hand-written and compiled programs on the same notes; scores, CI of the gain, cost."""
+    from data.outputs import check_output
     from icd_graph.kb import KnowledgeBase
-    from optimizers.compare import FLOOR, compare, plot as plot_comparison, run_system
-    from optimizers.compile import apply_compiled, gold_examples, load_compiled
+    from optimizers.compare import FLOOR, compare, plot as plot_comparison, pyplot, run_system
+    from optimizers.compile import gold_examples
     from programs.errors import ProgramFileError
     from programs.lm import make_lm
-    from programs.registry import build_program
+    from programs.registry import build_program, load_compiled_program
 
     if not program_names and not compiled_paths:
         raise ProgramFileError("give --program and/or --compiled files to compare")
+    if plot is not None:
+        check_output(plot, "--plot")
+        pyplot()
     with KnowledgeBase(resolve_db(db)) as kb:
         data = load_cli_dataset(dataset, labels, mimic_notes, kb)
         print_load_report(data)
         gold_examples(data)
-        compiled = [(path, load_compiled(path, kb_release=kb.release_name())) for path in compiled_paths]
-        names = list(dict.fromkeys([*program_names, *(c.program for _, c in compiled)]))
+        compiled = [(path, load_compiled_program(path, kb)) for path in compiled_paths]
+        names = list(dict.fromkeys([*program_names, *(program.name for _, program in compiled)]))
         systems = [(name, name, None, build_program(name, kb)) for name in names]
-        systems += [(str(path), c.program, str(path), apply_compiled(build_program(c.program, kb), c, path)) for path, c in compiled]
-        lm = make_lm(model, api_base, api_key=api_key)
+        systems += [(str(path), program.name, str(path), program) for path, program in compiled]
+        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
         runs = []
         with notes_progress((len(systems) + 1) * len(data.records), as_json) as advance:
             runs.append(run_system(FLOOR, build_program("medcoder", kb), data.records, None, program_name="medcoder",
@@ -918,6 +1009,8 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
     `compile --train jsonl:OUT` and `evaluate --dataset jsonl:OUT` read as it is."""
     import getpass
 
+    from data.outputs import check_output, same_file
+    from data.specs import parse_spec
     from review.errors import ReviewError
 
     try:
@@ -927,6 +1020,11 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
         from review.store import ReviewStore
     except ImportError as exc:
         raise ReviewError(f"the review app needs its extra ({exc.name} is missing): pip install -e '.[review]'") from None
+    check_output(out, "--out")
+    spec = parse_spec(dataset)
+    inputs = [predictions] + ([Path(spec.parts[0])] if spec.kind == "jsonl" else [])
+    if any(same_file(path, out) for path in inputs):
+        raise ReviewError(f"--out {out} is an input file: give another file for the decisions")
     try:
         reviewer = reviewer or getpass.getuser()
     except (KeyError, OSError):

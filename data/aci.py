@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
 from data.labels import read_labels
+from data.text import read_text
 from data.records import Dataset, Mention, NoteRecord
 
 FILES = {
@@ -42,19 +44,18 @@ def read_notes(folder: Path, split: str) -> list[tuple[str, str]]:
     if not path.is_file():
         raise DatasetError(f"ACI-BENCH file not found: {path} (set ACI_BENCH_DIR to the challenge_data folder)")
     csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, strict=True)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True)
+    try:
         missing = COLUMNS - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{path}: not an ACI-BENCH CSV, missing columns {', '.join(sorted(missing))}")
-        try:
-            notes = []
-            for row in reader:
-                if not row["encounter_id"] or row["note"] is None:
-                    raise DatasetError(f"{path}:{reader.line_num}: row without encounter_id or note")
-                notes.append((row["encounter_id"].strip(), row["note"]))
-        except csv.Error as exc:
-            raise DatasetError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        notes = []
+        for row in reader:
+            if not row["encounter_id"] or row["note"] is None:
+                raise DatasetError(f"{path}:{reader.line_num}: row without encounter_id or note")
+            notes.append((row["encounter_id"].strip(), row["note"]))
+    except csv.Error as exc:
+        raise DatasetError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     return notes
 
 

@@ -8,12 +8,14 @@ note still under review (`"review": {"status": "in progress"}`) is left out and 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
 from data.records import Dataset, Evidence, Mention, NoteRecord
+from data.text import read_text
 
 
 def record_to_json(record: NoteRecord) -> dict:
@@ -26,11 +28,20 @@ def record_to_json(record: NoteRecord) -> dict:
 
 
 def write_jsonl(records: Iterable[NoteRecord], path: Path) -> int:
+    """Writes the records atomically (a temporary file renamed into place once complete), creating
+    missing folders; returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with temp.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     return count
 
 
@@ -66,11 +77,9 @@ def parse_line(payload: object, where: str, gold: CodeChecker) -> NoteRecord:
 
 
 def read_json_lines(path: Path):
-    """(where, payload) for each non-blank line of a UTF-8 JSONL file; `where` is 'file:line'."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not UTF-8 text") from None
+    """(where, payload) for each non-blank line of a JSONL text file (data.text: UTF-8 with or
+    without a byte-order mark, UTF-16); `where` is 'file:line'."""
+    lines = read_text(path).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -12,6 +12,7 @@ from pathlib import Path
 from data.errors import DatasetError
 from data.checks import CodeChecker, Validator
 from data.records import Dataset, Evidence, NoteRecord
+from data.text import read_text
 
 SPLITS = ("train", "val", "test")
 SETTINGS = {"inpatient": "Inpatient", "profee": "Profee"}
@@ -27,7 +28,7 @@ def read_split(folder: Path, split: str, setting: str) -> list[str]:
     path = Path(folder) / "splits" / SETTINGS[setting] / f"MDace-ev-{split}.csv"
     if not path.is_file():
         raise DatasetError(f"MDACE split file not found: {path} (set MDACE_DIR to the MDACE folder)")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def read_admission(folder: Path, setting: str, hadm_id: str) -> dict:
@@ -35,7 +36,7 @@ def read_admission(folder: Path, setting: str, hadm_id: str) -> dict:
     if not path.is_file():
         raise DatasetError(f"MDACE annotation file not found: {path} (set MDACE_DIR to the MDACE folder)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
 

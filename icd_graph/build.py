@@ -68,6 +68,7 @@ class BuildReport:
     ignored: tuple[str, ...]
     counts: dict[str, int]
     seconds: float
+    swept: tuple[str, ...] = ()
 
 
 def search_dir_for(db: Path) -> Path:
@@ -81,7 +82,8 @@ def build(source: Path | None, db: Path, progress: Progress | None = None) -> Bu
     started = time.perf_counter()
     db = Path(db)
     db.parent.mkdir(parents=True, exist_ok=True)
-    temp_db = db.with_name(f".{db.name}.{uuid.uuid4().hex[:12]}.tmp")
+    swept = sweep_stale(db)
+    temp_db = db.with_name(f".{db.name}.{temp_tag()}.tmp")
     temp_search = search_dir_for(temp_db)
     step = _stepper(progress)
     con = None
@@ -128,7 +130,46 @@ def build(source: Path | None, db: Path, progress: Progress | None = None) -> Bu
         ignored=tuple(sources.ignored),
         counts=counts,
         seconds=round(time.perf_counter() - started, 2),
+        swept=tuple(path.name for path in swept),
     )
+
+
+def temp_tag() -> str:
+    """The part of a temporary name that says which process made it: PID-random."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def sweep_stale(db: Path) -> list[Path]:
+    """Removes what builds of `db` killed outright (SIGKILL, power loss) left beside it: temporary
+    database files, their WAL and search folders, and replaced search folders not yet deleted.
+    A build still running (its process alive) keeps its own."""
+    stale = []
+    for path in db.parent.glob(f".{glob_escape(db.name)}.*"):
+        match = TEMPORARY.match(path.name)
+        if match and match["name"] in (db.name, f"{db.name}.bm25") and not _alive(int(match["pid"])):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
+
+
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{12}\.(?:tmp(?:\.wal|\.bm25)?|old)$")
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def release_name(file_name: str, fiscal_year: int) -> str:
@@ -277,7 +318,7 @@ def _create_lookup_indexes(con: duckdb.DuckDBPyConnection) -> None:
 def _install(temp_db: Path, temp_search: Path, db: Path) -> None:
     """Move the finished file and search folder into place, the database file last."""
     final_search = search_dir_for(db)
-    old_search = final_search.with_name(f".{final_search.name}.{uuid.uuid4().hex[:12]}.old")
+    old_search = final_search.with_name(f".{final_search.name}.{temp_tag()}.old")
     if final_search.exists():
         final_search.rename(old_search)
     temp_search.rename(final_search)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -200,8 +201,9 @@ def compare(records: Sequence[NoteRecord], runs: Sequence[SystemRun], *, dataset
     return Comparison(dataset, tuple(rows))
 
 
-def plot(comparison: Comparison, path) -> None:
-    """A bar chart of micro F1 per system with the compiled systems' 95% CI as error bars."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend; PlotUnavailable when matplotlib is not installed
+    (called before a compare run too, so that --plot fails before the work)."""
     try:
         import matplotlib
 
@@ -209,6 +211,12 @@ def plot(comparison: Comparison, path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotUnavailable("--plot needs matplotlib: pip install -e '.[plot]' (or pip install matplotlib)") from None
+    return plt
+
+
+def plot(comparison: Comparison, path) -> None:
+    """A bar chart of micro F1 per system with the compiled systems' 95% CI as error bars."""
+    plt = pyplot()
     labels = [row.run.label for row in comparison.rows]
     values = [row.evaluation.scores.micro.f1 for row in comparison.rows]
     errors = [
@@ -222,6 +230,7 @@ def plot(comparison: Comparison, path) -> None:
     axis.set_ylim(0, 1)
     axis.set_title(comparison.dataset)
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
 

@@ -63,10 +63,11 @@ class BudgetExhausted(BaseException):
 
 
 class CallCounter(BaseCallback):
-    """Counts LM calls (all models) and reports the count to `on_call`."""
+    """Counts LM calls (all models) and reports the count to `on_call`; keeps the last failure."""
 
     def __init__(self, on_call: Callable[[int], None] | None = None):
         self.calls = 0
+        self.last_error: BaseException | None = None
         self._lock = threading.Lock()
         self._on_call = on_call
 
@@ -76,6 +77,10 @@ class CallCounter(BaseCallback):
             calls = self.calls
         if self._on_call:
             self._on_call(calls)
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        if exception is not None:
+            self.last_error = exception
 
 
 class CodeF1Metric:
@@ -269,6 +274,7 @@ def run_optimizer(
     with dspy.context(lm=None):
         floor = evaluate_dev(student, devset, settings.threads)
     with dspy.context(callbacks=[*dspy.settings.callbacks, counter], max_errors=errors):
+        check_model(student, devset)
         before = evaluate_dev(student, devset, settings.threads)
         metric = CodeF1Metric(feedback=optimizer.name == "gepa", counter=counter, budget=budget)
         teleprompter = optimizer.build(metric, plan, settings, proposer)
@@ -292,7 +298,35 @@ def run_optimizer(
                 after = evaluate_dev(compiled, devset, settings.threads)
             except KeyboardInterrupt:
                 status, message = "interrupted", "interrupted while scoring the result on dev; saved it unscored"
+        if after is not None and after.notes and after.failures == after.notes and status == "complete":
+            status, message = "failed", f"every dev note failed in the final scoring: {last_failure(counter)}"
     return CompileRun(compiled, status, plan, floor, before, after, counter.calls, message)
+
+
+def check_model(student: dspy.Module, devset: Sequence[dspy.Example]) -> None:
+    """The program on the first dev note before anything else: a model that cannot answer
+    (server down, HTTP errors, empty answers) stops the run at once, with nothing to save. The
+    answers stay in DSPy's cache for the dev scoring that follows."""
+    from dspy.utils.exceptions import LMError
+
+    from programs.errors import NoteError
+    from programs.lm import model_error
+
+    try:
+        student(**devset[0].inputs())
+    except LMError as exc:
+        raise model_error(exc, dspy.settings.lm) from None
+    except NoteError:
+        pass
+
+
+def last_failure(counter: CallCounter) -> str:
+    """The last LM failure of a run, in one line (see programs.lm.model_error)."""
+    from programs.lm import model_error
+
+    if counter.last_error is None:
+        return "the program raised on every note"
+    return str(model_error(counter.last_error, dspy.settings.lm))
 
 
 class ProposeInstruction(dspy.Signature):
@@ -415,19 +449,23 @@ def save_compiled(path: Path, program_name: str, program: dspy.Module, metadata:
 
 
 def load_compiled(path: Path, *, program: str | None = None, kb_release: str | None = None) -> Compiled:
-    """Reads a compiled file; refuses one made for another program or knowledge-base release."""
+    """Reads a compiled file, checking all of it (see `check_payload`); refuses one made for
+    another program or knowledge-base release."""
+    from data.text import read_text
+
     path = Path(path)
+    if not path.is_file():
+        raise CompiledFileError(f"no compiled program at {path}; create one with `python cli.py compile ... --out {path}`")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CompiledFileError(f"no compiled program at {path}; create one with `python cli.py compile ... --out {path}`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompiledFileError(f"{path} is not a compiled program file ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(payload, dict) or not {"program", "metadata", "state"} <= payload.keys():
-        raise CompiledFileError(f"{path} is not a compiled program file (needs program, metadata and state)")
+        payload = json.loads(read_text(path))
+    except IcdError as exc:
+        raise CompiledFileError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise CompiledFileError(f"{path} is not a compiled program file (not JSON: {exc.msg} on line {exc.lineno})") from None
+    problem = check_payload(payload)
+    if problem:
+        raise CompiledFileError(f"{path} is not a valid compiled program file: {problem}; recompile it")
     compiled = Compiled(payload["program"], payload["metadata"], payload["state"])
-    if compiled.metadata.get("format") != FORMAT:
-        raise CompiledFileError(f"{path} has format {compiled.metadata.get('format')!r}, expected {FORMAT!r}; recompile it")
     if program is not None and compiled.program != program:
         raise CompiledFileError(
             f"{path} was compiled for program {compiled.program!r}, not {program!r}; "
@@ -442,12 +480,98 @@ def load_compiled(path: Path, *, program: str | None = None, kb_release: str | N
     return compiled
 
 
+STAGE_KEYS = {"traces", "train", "demos", "signature", "lm"}
+
+
+def check_payload(payload: Any) -> str | None:
+    """What is wrong with a compiled file's content, or None: every part of it is checked on load,
+    before any model call, so that a broken file never half-works."""
+    if not isinstance(payload, dict) or not {"program", "metadata", "state"} <= payload.keys():
+        return "it needs program, metadata and state"
+    if not isinstance(payload["program"], str) or not payload["program"]:
+        return '"program" must be a program name'
+    metadata = payload["metadata"]
+    if not isinstance(metadata, dict):
+        return '"metadata" must be an object'
+    if metadata.get("format") != FORMAT:
+        return f"format {metadata.get('format')!r}, expected {FORMAT!r}"
+    if not isinstance(metadata.get("kb_release"), (str, type(None))):
+        return '"metadata.kb_release" must be a string'
+    state = payload["state"]
+    if not isinstance(state, dict) or not state:
+        return '"state" must be an object with one entry per stage'
+    for stage, saved in state.items():
+        problem = check_stage(saved)
+        if problem:
+            return f"stage {stage!r}: {problem}"
+    return None
+
+
+def check_stage(saved: Any) -> str | None:
+    """What is wrong with one stage's saved state (DSPy's Predict.dump_state), or None."""
+    if not isinstance(saved, dict):
+        return "must be an object"
+    if not {"demos", "signature"} <= saved.keys() or not saved.keys() <= STAGE_KEYS:
+        return f"needs demos and signature and may hold only {', '.join(sorted(STAGE_KEYS))}"
+    demos = saved["demos"]
+    if not isinstance(demos, list) or not all(isinstance(demo, dict) for demo in demos):
+        return '"demos" must be a list of objects'
+    if any(not isinstance(saved.get(key, []), list) for key in ("traces", "train")):
+        return '"traces" and "train" must be lists'
+    if saved.get("lm") is not None:
+        return '"lm" must be null: a compiled file does not choose the model'
+    signature = saved["signature"]
+    if not isinstance(signature, dict) or not isinstance(signature.get("instructions"), str):
+        return '"signature.instructions" must be a string'
+    fields = signature.get("fields")
+    if not isinstance(fields, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("prefix"), str) and isinstance(f.get("description"), str) for f in fields
+    ):
+        return '"signature.fields" must be a list of {prefix, description} strings'
+    return None
+
+
 def apply_compiled(module: dspy.Module, compiled: Compiled, source: Path | str = "compiled file") -> dspy.Module:
-    """Loads the compiled state into a freshly built program of the same kind."""
+    """Loads the compiled state into a freshly built program of the same kind, once its stages
+    match the program's and each stage's saved fields fit the stage's fields (`fitted_fields`)."""
+    stages = dict(module.named_predictors())
+    if set(compiled.state) != set(stages):
+        raise CompiledFileError(
+            f"{source}: its stages ({', '.join(sorted(compiled.state))}) are not those of program "
+            f"{compiled.program!r} ({', '.join(sorted(stages))}); recompile it"
+        )
+    state = {}
+    for name, predictor in stages.items():
+        saved = compiled.state[name]
+        fields = fitted_fields(predictor.signature, saved["signature"]["fields"])
+        if fields is None:
+            raise CompiledFileError(
+                f"{source}: the {len(saved['signature']['fields'])} fields saved for stage {name!r} do not fit the "
+                f"{len(predictor.signature.fields)} fields of program {compiled.program!r}; recompile it"
+            )
+        state[name] = {**saved, "signature": {**saved["signature"], "fields": fields}}
     try:
-        module.load_state(compiled.state)
+        module.load_state(state)
     except (KeyError, TypeError, ValueError) as exc:
         raise CompiledFileError(
             f"{source}: its state does not fit program {compiled.program!r} (stage {exc} differs); recompile it"
         ) from None
     return module
+
+
+def fitted_fields(signature, saved: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """The saved {prefix, description} of each field of `signature`, in its order, or None when
+    they do not fit. As many as the signature has: taken in order (DSPy's own rule). Fewer (a
+    file compiled before a field was added): each saved field goes to the field with its prefix,
+    in order, and an added field keeps its own text; DSPy would shift them onto the wrong fields."""
+    current = [{"prefix": f.json_schema_extra["prefix"], "description": f.json_schema_extra["desc"]}
+               for f in signature.fields.values()]
+    if len(saved) == len(current):
+        return saved
+    fitted, rest = [], list(saved)
+    for field in current:
+        if rest and rest[0]["prefix"] == field["prefix"]:
+            fitted.append(rest.pop(0))
+        else:
+            fitted.append(field)
+    return fitted if not rest and len(saved) < len(current) else None

@@ -16,7 +16,7 @@ from dspy.utils.exceptions import LMError
 
 from data.records import NoteRecord
 from programs.base import CodingProgram
-from programs.errors import BatchError, NoteError
+from programs.errors import BatchError, ModelError, NoteError
 from programs.lm import history_cost, model_error
 from programs.result import CodingResult
 
@@ -28,7 +28,7 @@ def code_note(program: CodingProgram, note: str, lm: dspy.LM | None) -> CodingRe
         with dspy.context(lm=lm):
             return program(note=note).result
     except LMError as exc:
-        raise model_error(exc, lm.model) from None
+        raise model_error(exc, lm) from None
 
 
 @dataclass
@@ -77,6 +77,30 @@ def finished_ids(output: Path) -> set[str]:
     return ids
 
 
+class Appender:
+    """Appends JSON lines to a file, each flushed to disk before the next; the file (and its
+    folder) is created with the first line, so a run that codes nothing leaves nothing behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = None
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
 def run_batch(
     program: CodingProgram,
     records: Sequence[NoteRecord],
@@ -88,30 +112,36 @@ def run_batch(
 ) -> BatchSummary:
     """Codes every record not already in `output`, appending {"id", "codes", "result"} lines as
     notes finish. Notes that cannot be coded (empty, binary) are reported in `failed` and left
-    out, so a rerun tries them again; an LM failure stops the run with what is done kept."""
+    out, so a rerun tries them again. A model that keeps failing stops the run: notes being
+    coded at that moment are still saved, the others are not started, and the ModelError says
+    how many notes the output holds and that a rerun resumes."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     done = finished_ids(output)
     summary = BatchSummary(output)
     todo = [record for record in records if record.id not in done]
     summary.skipped = len(records) - len(todo)
     start = len(lm.history) if lm is not None else 0
-    with output.open("a", encoding="utf-8") as sink, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    stop: ModelError | None = None
+    with Appender(output) as sink, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending = {pool.submit(code_note, program, record.text, lm): record for record in todo}
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(finished, key=lambda f: pending[f].id):
                     record = pending.pop(future)
+                    if future.cancelled():
+                        continue
                     try:
                         result = future.result()
                     except NoteError as exc:
                         summary.failed.append((record.id, str(exc)))
+                    except ModelError as exc:
+                        stop = stop or exc
+                        for other in pending:
+                            other.cancel()
+                        continue
                     else:
-                        line = {"id": record.id, "codes": result.code_list, "result": result.to_dict()}
-                        sink.write(json.dumps(line, ensure_ascii=False) + "\n")
-                        sink.flush()
-                        os.fsync(sink.fileno())
+                        sink.write({"id": record.id, "codes": result.code_list, "result": result.to_dict()})
                         summary.written += 1
                         summary.add_usage(result.usage)
                     if on_note:
@@ -120,5 +150,9 @@ def run_batch(
             for future in pending:
                 future.cancel()
     summary.cost = history_cost(lm, start)
+    if stop is not None:
+        saved = summary.skipped + summary.written
+        raise ModelError(
+            f"{stop}; {saved} of {len(records)} notes are saved in {output}: rerun with --output {output} to resume"
+        )
     return summary
-

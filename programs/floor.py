@@ -26,6 +26,11 @@ PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z91", "Z92", "Z95", "Z96", "Z97", "Z98
 # Words the classification writes differently from notes.
 SAME = {"both": "bilateral"}
 WITHOUT = re.compile(r"\bwithout ([a-z]+(?: [a-z]+)?)")
+# 'Left shoulder pain, likely rotator cuff tendinopathy': an outpatient coder codes the documented
+# symptom, not the uncertain diagnosis after it.
+UNCERTAIN_TAIL = re.compile(
+    r",?\s+(?:(?:most\s+)?likely|possibl[ey]|probabl[ey]|suspicious for|suspected|concerning for|consistent with|"
+    r"rule out|r/o|versus|vs\.?)\b.*$", re.I)
 MIN_QUALITY = 0.75
 CANDIDATES = 10
 TOP = 5
@@ -48,10 +53,10 @@ def keep_problem(problem: Problem) -> str | None:
 
 
 def problem_query(problem: Problem, problems: list[Problem]) -> str:
-    """What to search for a problem: its text, with the diabetes type the note documents when the
+    """What to search for a problem: its text up to an uncertain diagnosis it adds, with the diabetes type the note documents when the
     problem is a diabetic complication that does not name it ('Diabetic polyneuropathy' with
     'Type 2 diabetes' elsewhere -> type 2)."""
-    text = " ".join(problem.text.split())
+    text = UNCERTAIN_TAIL.sub("", " ".join(problem.text.split()))
     if re.search(r"\bdiabetic\b", text, re.I) and not DIABETES_TYPE.search(text):
         for other in problems:
             found = DIABETES_TYPE.search(other.text)
@@ -65,11 +70,10 @@ def words(text: str) -> set[str]:
 
 
 def quality(query: str, hit: SearchHit) -> float:
-    """Share of the defining words of the query's first clause (qualifiers aside: 'Obesity, BMI
-    31' is defined by 'obesity') that the hit's matched index path or description holds; a hit
-    that says 'with' what the query says 'without' scores 0."""
-    head = query.split(",")[0]
-    wanted = (words(head) - QUALIFIERS) or words(head)
+    """Share of the query's defining words (qualifiers and numbers aside: 'Obesity, BMI 31' is
+    defined by 'obesity') that the hit's matched index path or description holds; a hit that
+    says 'with' what the query says 'without' scores 0."""
+    wanted = {word for word in words(query) - QUALIFIERS if not word.isdigit()} or words(query)
     if not wanted:
         return 0.0
     described = hit.description.lower()

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from data.text import Binary, NotText, decode_text
 from icd_graph.codes import referenced
 from programs.errors import NoteError
 from programs.result import CodedDiagnosis, Evidence, Span, StageTrace
@@ -192,11 +193,12 @@ def _excludes1(kb, a: str, b: str) -> bool:
 
 
 def decode_note(data: bytes, source: str) -> str:
-    """Note text from raw bytes (UTF-8); NoteError for binary, undecodable or empty input."""
-    if b"\x00" in data:
-        raise NoteError(f"{source} is binary, not text: give a plain-text clinical note")
+    """Note text from raw bytes (UTF-8, or UTF-16/32 with or without a mark: data.text);
+    NoteError for binary, undecodable or empty input."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise NoteError(f"{source} is not UTF-8 text: convert it (e.g. `iconv -t utf-8`) and retry") from None
+        text = decode_text(data)
+    except Binary as exc:
+        raise NoteError(f"{source} {exc}: give a plain-text clinical note") from None
+    except NotText as exc:
+        raise NoteError(f"{source} {exc}") from None
     return check_note(text, source)

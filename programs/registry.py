@@ -30,8 +30,7 @@ def build_program(name: str, kb, **options) -> CodingProgram:
 
 
 def load_program(name_or_path: str | Path, kb, **options) -> CodingProgram:
-    """A program by name, or a compiled JSON file (refused when made for another knowledge-base
-    release)."""
+    """A program by name, or a compiled JSON file (see `load_compiled_program`)."""
     if str(name_or_path) in PROGRAMS:
         return build_program(str(name_or_path), kb, **options)
     path = Path(name_or_path)
@@ -39,9 +38,19 @@ def load_program(name_or_path: str | Path, kb, **options) -> CodingProgram:
         raise ProgramFileError(
             f"unknown program {str(name_or_path)!r}: use one of {', '.join(sorted(PROGRAMS))} or a compiled .json file"
         )
+    return load_compiled_program(path, kb, **options)
+
+
+def load_compiled_program(path: Path, kb, **options) -> CodingProgram:
+    """The program a compiled JSON file holds, checked whole and refused when made for another
+    knowledge-base release or a program this version does not have."""
     from optimizers.compile import apply_compiled, load_compiled
 
     compiled = load_compiled(path, kb_release=kb.release_name())
+    if compiled.program not in PROGRAMS:
+        raise ProgramFileError(
+            f"{path} holds program {compiled.program!r}, which is not one of {', '.join(sorted(PROGRAMS))}; recompile it"
+        )
     return apply_compiled(build_program(compiled.program, kb, **options), compiled, source=path)
 
 

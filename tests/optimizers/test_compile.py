@@ -88,9 +88,9 @@ def test_weak_proposer_fails_with_a_clear_message():
 
 
 def test_ctrl_c_keeps_the_best_program_evaluated_so_far():
-    # before-eval 6 calls, then random-search: zero-shot eval 6, labelled eval 6,
-    # unshuffled bootstrap 6 + eval 6 (the best, F1 1.0); Ctrl-C in the next candidate
-    interrupted = scripted_lm(interrupt_at=33)
+    # the model check on the first dev note 2 calls, before-eval 6, then random-search: zero-shot
+    # eval 6, labelled eval 6, unshuffled bootstrap 6 + eval 6 (the best, F1 1.0); Ctrl-C in the next
+    interrupted = scripted_lm(interrupt_at=2 + 33)
     with dspy.context(lm=interrupted):
         run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer("random-search"), SETTINGS)
     assert run.status == "interrupted"
@@ -100,8 +100,8 @@ def test_ctrl_c_keeps_the_best_program_evaluated_so_far():
 
 
 def test_ctrl_c_in_bootstrap_keeps_the_demos_gathered():
-    # before-eval 6 calls; the first training note bootstraps (2 calls); Ctrl-C in the second
-    with dspy.context(lm=scripted_lm(interrupt_at=6 + 3)):
+    # model check 2 calls, before-eval 6; the first training note bootstraps (2 calls); Ctrl-C in the second
+    with dspy.context(lm=scripted_lm(interrupt_at=2 + 6 + 3)):
         run = run_optimizer(Toy(), TRAIN, DEV, get_optimizer("bootstrap"), SETTINGS)
     assert run.status == "interrupted"
     assert len(run.program.assign.demos) == 1
@@ -123,8 +123,8 @@ class Unbounded(Bootstrap):
 def test_budget_is_a_hard_cap():
     run = run_optimizer(Toy(), TRAIN * 3, DEV, Unbounded(), Settings(budget=4, max_demos=4))
     assert run.status == "budget-exhausted"
-    before, after = 6, 6
-    assert run.lm_calls - before - after <= 4
+    check, before, after = 2, 6, 6
+    assert run.lm_calls - check - before - after <= 4
 
 
 def test_save_load_round_trip(tmp_path, lm):
@@ -161,8 +161,31 @@ def test_state_of_another_structure_is_refused(tmp_path):
             self.only = dspy.Predict("note -> codes")
 
     path = save_compiled(tmp_path / "one.json", "toy", OneStage(), {"format": "icd-coder.compiled/1"})
-    with pytest.raises(CompiledFileError, match="does not fit"):
+    with pytest.raises(CompiledFileError, match="are not those of program"):
         apply_compiled(Toy(), load_compiled(path), path)
+
+
+def test_a_file_compiled_before_a_field_was_added_keeps_each_text_on_its_field(tmp_path):
+    class Before(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.extract = dspy.Predict(dspy.Signature("note -> diagnoses: list[str]", "Old instruction."))
+            self.assign = dspy.Predict("diagnoses: list[str] -> codes: list[str]")
+
+    before = Before()
+    before.extract.signature = before.extract.signature.with_updated_fields("diagnoses", desc="Saved description.")
+    path = save_compiled(tmp_path / "before.json", "toy", before, {"format": "icd-coder.compiled/1"})
+
+    class After(Before):
+        def __init__(self):
+            super().__init__()
+            self.extract = dspy.Predict(dspy.Signature("note, problems: list[str] -> diagnoses: list[str]", "New."))
+
+    after = apply_compiled(After(), load_compiled(path), path)
+    fields = after.extract.signature.fields
+    assert after.extract.signature.instructions == "Old instruction."
+    assert fields["diagnoses"].json_schema_extra["desc"] == "Saved description."
+    assert fields["problems"].json_schema_extra["prefix"] == "Problems:"
 
 
 # --- `cli.py compile` end to end: real programs and KB, DSPy -> HTTP to a scripted server -------

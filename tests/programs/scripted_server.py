@@ -131,14 +131,18 @@ class ScriptedServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def answer(self, messages: list[dict]) -> str | None:
-        """The reply to a chat (None: the server answers HTTP 503)."""
+        """The reply's text (a subclass may return None: the server then answers HTTP 503)."""
+        return render(self.reply(messages))
+
+    def reply(self, messages: list[dict]) -> dict[str, object] | str:
+        """The scripted reply (fields, or raw text) to a chat request's messages."""
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         user = messages[-1]["content"]
         outputs = system.split("Your output fields are:")[-1].split("All interactions")[0]
         for marker, key in MARKERS:
             if f"`{marker}`" in outputs:
-                return render(self.script[key](user))
-        return render({})
+                return self.script[key](user)
+        return {}
 
     def __enter__(self) -> ScriptedServer:
         self.thread.start()

@@ -126,3 +126,12 @@ def test_the_default_is_the_floor_and_imports_no_lm_library(kb_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     exit_code, codes, lm_modules = __import__("json").loads(out.stdout.strip().splitlines()[-1])
     assert exit_code == 0 and "I10" in codes and lm_modules == []
+
+
+def test_an_uncertain_diagnosis_after_the_symptom_is_left_out_and_the_symptom_coded(kb):
+    note = "ASSESSMENT AND PLAN\n\nLeft shoulder pain, likely rotator cuff tendinopathy.\nWe will order an MRI.\n"
+    (problem,) = ProblemExtractor()(note)
+    assert problem.assertion == "present"
+    query = problem_query(problem, [problem])
+    assert query == "Left shoulder pain"
+    assert code(kb, query) == "M25.512"

@@ -61,7 +61,7 @@ def test_unreachable_model_is_one_line_error(kb_path, tmp_path):
     result = predict(note, "--program", "verify", "--model", "scripted", "--api-base", f"http://127.0.0.1:{port}/v1",
                      "--retries", "0", "--db", kb_path)
     assert result.exit_code == 1
-    assert "failed after retries" in result.output and "Traceback" not in result.output
+    assert "failed after 0 retries: cannot reach the server" in result.output and "Traceback" not in result.output
 
 
 def test_batch_is_resumable(kb_path, server, tmp_path):

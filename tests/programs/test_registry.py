@@ -54,3 +54,5 @@ def test_every_shipped_compiled_program_loads_with_demos_for_every_stage(kb):
         program = load_program(path, kb)
         for name, predictor in program.named_predictors():
             assert predictor.demos, f"{path.name}: stage {name} has no demos"
+            for field, info in predictor.signature.fields.items():
+                assert info.json_schema_extra["prefix"].rstrip(":").lower().replace(" ", "_") == field, (path.name, name)

@@ -1,0 +1,73 @@
+"""A batch of 500 notes against a server failing 20% of calls, killed with SIGKILL mid-run and
+rerun: every note ends up in the output exactly once, each line valid JSON, with the codes of a
+fault-free run; no note text on stderr. The figures printed here are the README's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from data.records import NoteRecord
+from programs.batch import run_batch
+from programs.lm import make_lm
+from tests.faults.conftest import REPO, SCRIPT, SECRET, note_text, write_notes
+from tests.faults.fault_server import FaultServer, Plan
+
+NOTES = 500
+KILL_AFTER = 150
+RERUNS = 6
+
+
+def lines_in(path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def fault_free_codes(medcoder, tmp_path) -> dict[str, list[str]]:
+    records = [NoteRecord(f"n{n:03d}", note_text(n), ()) for n in range(NOTES)]
+    with FaultServer(script=SCRIPT) as server:
+        lm = make_lm("scripted", server.url, num_retries=0, cache=False)
+        run_batch(medcoder, records, tmp_path / "fault-free.jsonl", lm, threads=8)
+    return {row["id"]: row["codes"] for row in map(json.loads, (tmp_path / "fault-free.jsonl").read_text().splitlines())}
+
+
+def test_500_notes_20_percent_failing_calls_sigkill_and_rerun(kb_path, medcoder, isolated_cache, tmp_path):
+    expected = fault_free_codes(medcoder, tmp_path)
+    notes, out = tmp_path / "notes.jsonl", tmp_path / "preds.jsonl"
+    ids = write_notes(notes, NOTES)
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "dspy-cache")}
+    stderr = []
+    with FaultServer(Plan(rate=0.2, seed=12), SCRIPT, retry_after=1) as server:
+        command = [sys.executable, "cli.py", "predict", "--input", str(notes), "--output", str(out), "--program", "medcoder",
+                   "--model", "scripted", "--api-base", server.url, "--timeout", "1", "--retries", "3",
+                   "--threads", "16", "--db", str(kb_path), "--json"]
+        started = time.monotonic()
+        killed = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while lines_in(out) < KILL_AFTER and killed.poll() is None and time.monotonic() - started < 240:
+            time.sleep(0.05)
+        killed.send_signal(signal.SIGKILL)
+        stderr.append(killed.communicate()[1].decode())
+        assert killed.returncode == -signal.SIGKILL, "killed mid-run, before the batch finished"
+        at_kill = lines_in(out)
+        runs = 1
+        for runs in range(2, RERUNS + 2):
+            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+            stderr.append(done.stderr)
+            if done.returncode == 0:
+                break
+            assert done.returncode == 1, done.stderr
+            assert f"rerun with --output {out} to resume" in done.stderr.strip().splitlines()[-1]
+        seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == ids, "every note exactly once"
+    assert {row["id"]: row["codes"] for row in rows} == expected
+    tally = server.tally
+    assert tally.injected >= 0.15 * tally.requests
+    assert not any(SECRET in text for text in stderr) and not any("Traceback" in text for text in stderr)
+    print(f"\n{NOTES} notes, {tally.requests} requests, {tally.injected} failures injected "
+          f"({', '.join(f'{kind} {count}' for kind, count in sorted(tally.faults.items()))}), "
+          f"{tally.retries} retries, killed at {at_kill} saved notes, {runs} runs, 0 notes lost, {seconds:.1f} s")
