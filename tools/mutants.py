@@ -251,14 +251,14 @@ def mutants(targets: list[Target]) -> list[Mutant]:
 
 # -- running them ------------------------------------------------------------------------------
 
-def run_tests(copy_root: Path, target: Target, env: dict[str, str], timeout: float) -> str:
-    """'passed', 'failed' or 'timeout' for the target's tests in the copy."""
+def run_tests(copy_root: Path, target: Target, env: dict[str, str], timeout: float) -> tuple[str, str]:
+    """('passed', 'failed' or 'timeout', pytest's last lines) for the target's tests in the copy."""
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *target.tests]
     try:
-        done = subprocess.run(command, cwd=copy_root, env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run(command, cwd=copy_root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "timeout"
-    return "passed" if done.returncode == 0 else "failed"
+        return "timeout", ""
+    return ("passed" if done.returncode == 0 else "failed"), "\n".join(done.stdout.splitlines()[-15:])
 
 
 def copy_repository(destination: Path) -> Path:
@@ -285,16 +285,20 @@ def main() -> int:
         scratch = Path(scratch)
         root = copy_repository(scratch)
         kb = scratch / "kb.duckdb"
-        env = {**os.environ, "ICD_TEST_KB": str(kb), "DSPY_CACHEDIR": str(scratch / "dspy"), "PYTHONDONTWRITEBYTECODE": "1"}
+        shared = REPO.parent / "shared"  # the data the tests read, as tests/conftest.py finds it
+        data = {"ICD10CM_SOURCE": shared / "icd10cm", "ACI_BENCH_DIR": shared / "aci-bench" / "challenge_data",
+                "MDACE_DIR": shared / "mdace", "LABELS_DIR": shared / "labels"}
+        env = {**{name: str(path) for name, path in data.items()}, **os.environ,
+               "ICD_TEST_KB": str(kb), "DSPY_CACHEDIR": str(scratch / "dspy"), "PYTHONDONTWRITEBYTECODE": "1"}
         log(f"building the knowledge base once: {kb}", args.json)
-        source = os.environ.get("ICD10CM_SOURCE") or str(REPO.parent / "shared" / "icd10cm")
-        subprocess.run([sys.executable, "cli.py", "icd", "build", "--source", source, "--db", str(kb)],
+        subprocess.run([sys.executable, "cli.py", "icd", "build", "--source", env["ICD10CM_SOURCE"], "--db", str(kb)],
                        cwd=root, env=env, check=True, capture_output=True)
         timeouts = {}
         for target in targets:
             start = time.perf_counter()
-            if run_tests(root, target, env, 1800) != "passed":
-                raise SystemExit(f"error: the tests of {target.name} fail without a mutant: {' '.join(target.tests)}")
+            outcome, output = run_tests(root, target, env, 1800)
+            if outcome != "passed":
+                raise SystemExit(f"{output}\nerror: the tests of {target.name} fail without a mutant: {' '.join(target.tests)}")
             timeouts[target.name] = 60 + 5 * (time.perf_counter() - start)
         results = []
         for n, mutant in enumerate(planned, 1):
@@ -302,7 +306,7 @@ def main() -> int:
             original = path.read_text(encoding="utf-8")
             path.write_text(mutant.source, encoding="utf-8")
             try:
-                outcome = run_tests(root, mutant.target, env, timeouts[mutant.target.name])
+                outcome, _ = run_tests(root, mutant.target, env, timeouts[mutant.target.name])
             finally:
                 path.write_text(original, encoding="utf-8")
             status = {"failed": "killed", "timeout": "timeout", "passed": "survived"}[outcome]
