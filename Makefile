@@ -9,7 +9,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 	-DLLAVA_BUILD=OFF
 NOTE ?= data/examples/diabetes_followup.txt
 
-.PHONY: install install-local browser kb demo test bench
+.PHONY: install install-local browser kb demo test bench mutants
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ bench: install-local
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py
+
+# The mutation check of the tests (tools/mutants.py), run by hand: about an hour on 2 cores.
+mutants: install
+	$(BIN)/python tools/mutants.py

@@ -107,6 +107,7 @@ PLANTED = (
 # Surviving mutants that cannot change a result, keyed by target and mutant description.
 CANCEL = ("saves the LM calls of notes not yet started once the model has failed; a worker may already have "
           "started the next note, which is then saved, so no test can tell")
+FIRST_NODE = "node 0 is the first chapter, whose own parent is -1: its children's grandparent is -1 either way"
 PERCENTILE = "another nearest-rank convention: the percentile moves by one of 1,000 or more sorted resamples"
 EQUIVALENT: dict[tuple[str, str], str] = {
     ("bootstrap", "paired_bootstrap (line +26): `resamples - 1` -> `resamples + 1`"): PERCENTILE,
@@ -114,6 +115,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("bootstrap", "paired_bootstrap (line +27): `resamples - 1` -> `resamples + 1`"): PERCENTILE,
     ("bootstrap", "paired_bootstrap (line +27): `1` -> `0`"): PERCENTILE + " ('1 - tail' -> '0 - tail' counts from the end)",
     ("bootstrap", "paired_bootstrap (line +27): `1` -> `0` (#2)"): PERCENTILE,
+    ("spans", "_aligned (line +5): `len(wanted) < MIN_ALIGN_CHARS` -> `len(wanted) <= MIN_ALIGN_CHARS`"):
+        "an 8-character quote scores 88 only where it matches the note exactly, which the normalized search found first",
+    ("expansions", "_Hierarchy.expand (line +17): `parent >= 0` -> `parent > 0`"): FIRST_NODE,
+    ("expansions", "_Hierarchy.expand (line +17): `0` -> `1`"): FIRST_NODE,
     ("batch writer", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):
         "json.loads(line)['id'] raises nothing else",
     ("batch writer", "Appender.write (line +6): delete `os.fsync(self._handle.fileno())`"):

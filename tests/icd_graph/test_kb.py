@@ -74,6 +74,7 @@ def test_expansions_agree_with_the_parent_column_of_the_database(kb, kb_path):
             "cousins": f"SELECT n.code FROM nodes n JOIN nodes p ON n.parent = p.code "
                        f"WHERE p.parent = ({grandparent}) AND p.code <> ({parent}) ORDER BY n.seq",
             "children": "SELECT code FROM nodes WHERE parent = $code ORDER BY seq",
+            "parent": "SELECT parent FROM nodes WHERE code = $code AND parent IS NOT NULL",
         }
         # the first chapter's nodes sit at the start of the tree: A00-A09's parent is node 0
         for code in ("E11.9", "E11.311", "I10", "S72.001A", "J45.909", "M17.11", "A00-A09", "A00", "A00.0"):

@@ -46,3 +46,21 @@ def test_of_equally_close_sentences_the_first_is_quoted():
     note = "BP well controlled on lisinopril. BP well controlled on lisinopril."
     evidence = locate(note, "blood pressure well controlled on lisinopril")
     assert (evidence.match, evidence.span.start, evidence.span.end) == ("fuzzy", 0, 33)
+
+
+@pytest.mark.parametrize(
+    "note, quote, start, text",
+    [
+        (NOTE, "ontroled on lisinopril", 42, "controlled on lisinopril"),  # aligned mid-word: widened left
+        ("Hypertension.", "Hypertensoin.", 0, "Hypertension."),  # as long as the note
+        ("Hypertension well controlled on lisinopril", "ypertensoin well", 0, "Hypertension well"),  # to the note's start
+        ("Hypertension well controlled on lisinopril", "controlled on lisinoprl", 18, "controlled on lisinopril"),  # to its end
+        ("BP(well controlled on lisinopril)", "wel controlled on lisinopril", 3, "well controlled on lisinopril"),
+        ("Plan:  BP well controled", "bp well controlled", 7, "BP well controled"),  # aligned from a space
+    ],
+)
+def test_a_misspelt_quote_is_aligned_to_whole_words_of_the_note(note, quote, start, text):
+    evidence = locate(note, quote)
+    assert (evidence.match, evidence.span.start, evidence.span.text) == ("fuzzy", start, text)
+    assert note[evidence.span.start : evidence.span.end] == text
+
