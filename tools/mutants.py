@@ -107,6 +107,7 @@ PLANTED = (
 # Surviving mutants that cannot change a result, keyed by target and mutant description.
 CANCEL = ("saves the LM calls of notes not yet started once the model has failed; a worker may already have "
           "started the next note, which is then saved, so no test can tell")
+LATER = "the other finished notes stay pending, and the next wait returns them at once"
 FIRST_NODE = "node 0 is the first chapter, whose own parent is -1: its children's grandparent is -1 either way"
 PERCENTILE = "another nearest-rank convention: the percentile moves by one of 1,000 or more sorted resamples"
 EQUIVALENT: dict[tuple[str, str], str] = {
@@ -119,12 +120,16 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "an 8-character quote scores 88 only where it matches the note exactly, which the normalized search found first",
     ("expansions", "_Hierarchy.expand (line +17): `parent >= 0` -> `parent > 0`"): FIRST_NODE,
     ("expansions", "_Hierarchy.expand (line +17): `0` -> `1`"): FIRST_NODE,
+    ("floor rules", "choose (line +13): `2` -> `3`"): "ranks are unique, so a third item never breaks a tie",
     ("batch writer", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):
         "json.loads(line)['id'] raises nothing else",
     ("batch writer", "Appender.write (line +6): delete `os.fsync(self._handle.fileno())`"):
         "durability against a machine crash (a reader already sees the flushed line); no test can crash the machine",
     ("batch writer", "Appender.write (line +4): `False` -> `True`"):
         "ensure_ascii: the same JSON values, non-ASCII characters written escaped",
+    ("batch writer", "run_batch (line +19): `0` -> `1`"): "with no model there is no history to price: the cost is 0 from any start",
+    ("batch writer", "run_batch (line +29): `continue` -> `break`"): LATER,
+    ("batch writer", "run_batch (line +38): `continue` -> `break`"): LATER,
     ("batch writer", "run_batch (line +37): delete `other.cancel()`"): CANCEL,
     ("batch writer", "run_batch (line +47): delete `future.cancel()`"): CANCEL,
 }

@@ -49,6 +49,7 @@ def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_pat
         assert [row["codes"] for row in lines(out)] == [["I10"], ["E11.65"]]
 
         server.down = False
+        lm.history.append({"cost": 0.25})  # a priced call made with the same LM before this run
         before, seen = len(server.requests), []
 
         def on_note(note_id):  # a note reported done is already in the file, for any reader
@@ -65,6 +66,15 @@ def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_pat
     # the scripted server reports 100 prompt and 20 completion tokens per call
     usage = summary.usage["hosted_vllm/scripted"]
     assert calls == 2 and (usage["prompt_tokens"], usage["completion_tokens"]) == (200, 40)
+    assert summary.cost == 0.0, "only this run's calls are priced (the scripted model has no price)"
+
+
+def test_a_batch_with_no_model_codes_by_the_rules(kb, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    notes = [NoteRecord(r.id, r.text.replace("Assessment: ", "ASSESSMENT AND PLAN:\n1. "), ()) for r in NOTES[:2]]
+    summary = run_batch(MedCoder(kb), notes, out, None)
+    assert (summary.written, summary.cost, summary.usage) == (2, 0.0, {})
+    assert [row["codes"] for row in lines(out)] == [["I10"], ["E11.65"]]
 
 
 def test_a_batch_against_a_dead_model_exits_1_and_writes_nothing(kb_path, tmp_path):
@@ -82,3 +92,12 @@ def test_a_batch_against_a_dead_model_exits_1_and_writes_nothing(kb_path, tmp_pa
     assert result.output.startswith("error: model hosted_vllm/scripted failed after 0 retries")
     assert "Traceback" not in result.output
     assert not out.exists() or out.read_text() == ""
+
+
+def test_a_program_error_is_not_taken_for_a_model_failure(kb, tmp_path):
+    class Broken(MedCoder):
+        def code_note(self, note):
+            raise RuntimeError("a bug in the program")
+
+    with pytest.raises(RuntimeError, match="a bug in the program"):
+        run_batch(Broken(kb), NOTES[:1], tmp_path / "preds.jsonl", None)
