@@ -56,7 +56,8 @@ def test_of_equally_close_sentences_the_first_is_quoted():
         ("Hypertension well controlled on lisinopril", "ypertensoin well", 0, "Hypertension well"),  # to the note's start
         ("Hypertension well controlled on lisinopril", "controlled on lisinoprl", 18, "controlled on lisinopril"),  # to its end
         ("BP(well controlled on lisinopril)", "wel controlled on lisinopril", 3, "well controlled on lisinopril"),
-        ("Plan:  BP well controled", "bp well controlled", 7, "BP well controled"),  # aligned from a space
+        ("Plan:  BP well controled", "bp well controlled", 7, "BP well controled"),
+        ("Assessment: hypertension well controlled", "x hypertension well controlled", 12, "hypertension well controlled"),  # aligned from a space
     ],
 )
 def test_a_misspelt_quote_is_aligned_to_whole_words_of_the_note(note, quote, start, text):
