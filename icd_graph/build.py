@@ -23,6 +23,8 @@ import duckdb
 import numpy as np
 
 from icd_graph import alphabetic, resolve, search, tables
+from icd_graph.dense import DenseReport, build_vectors, dense_dir_for
+from icd_graph.embed import DEFAULT_MODEL, load_embedder
 from icd_graph.schema import DDL, SCHEMA_VERSION
 from icd_graph.sources import Sources, open_sources
 from icd_graph.tabular import Tabular, read_tabular
@@ -37,6 +39,7 @@ STEPS = (
     "Parsing the index and tables",
     "Resolving index codes",
     "Building search indexes",
+    "Embedding documents",
     "Finishing",
 )
 
@@ -69,6 +72,7 @@ class BuildReport:
     counts: dict[str, int]
     seconds: float
     swept: tuple[str, ...] = ()
+    dense: DenseReport | None = None
 
 
 def search_dir_for(db: Path) -> Path:
@@ -76,16 +80,23 @@ def search_dir_for(db: Path) -> Path:
     return db.with_name(db.name + ".bm25")
 
 
-def build(source: Path | None, db: Path, progress: Progress | None = None) -> BuildReport:
+def build(
+    source: Path | None, db: Path, progress: Progress | None = None, dense: bool = False, dense_model: str = DEFAULT_MODEL
+) -> BuildReport:
     """Build the knowledge base of `source` (folder, zip or file; None: the tabular XML shipped
-    with simple-icd-10-cm) into `db`, replacing any previous file there."""
+    with simple-icd-10-cm) into `db`, replacing any previous file there; with `dense`, the dense
+    vectors too (`icd_graph.dense`, reusing the previous ones when nothing they depend on changed).
+    A build without `dense` removes the previous vectors, which belong to the replaced file."""
     started = time.perf_counter()
     db = Path(db)
     db.parent.mkdir(parents=True, exist_ok=True)
     swept = sweep_stale(db)
     temp_db = db.with_name(f".{db.name}.{temp_tag()}.tmp")
     temp_search = search_dir_for(temp_db)
+    temp_dense = dense_dir_for(temp_db)
+    embedder = load_embedder(dense_model) if dense else None
     step = _stepper(progress)
+    dense_report = None
     con = None
     try:
         step()
@@ -107,17 +118,22 @@ def build(source: Path | None, db: Path, progress: Progress | None = None) -> Bu
         temp_search.mkdir()
         search.build_indexes(con, temp_search)
         step()
+        if embedder is not None:
+            dense_report = build_vectors(
+                con, temp_dense, embedder, dense_model, previous=dense_dir_for(db), progress=_embedding_progress(progress)
+            )
+        step()
         counts = _write_counts(con)
         _create_lookup_indexes(con)
         name, fiscal_year = con.execute("SELECT name, fiscal_year FROM release").fetchone()
         con.execute("CHECKPOINT")
         con.close()
         con = None
-        _install(temp_db, temp_search, db)
+        _install(temp_db, temp_search, temp_dense if embedder is not None else None, db)
     finally:
         if con is not None:
             con.close()
-        _remove(temp_db, temp_search)
+        _remove(temp_db, temp_search, temp_dense)
     step()
     return BuildReport(
         db=db,
@@ -131,6 +147,7 @@ def build(source: Path | None, db: Path, progress: Progress | None = None) -> Bu
         counts=counts,
         seconds=round(time.perf_counter() - started, 2),
         swept=tuple(path.name for path in swept),
+        dense=dense_report,
     )
 
 
@@ -146,7 +163,7 @@ def sweep_stale(db: Path) -> list[Path]:
     stale = []
     for path in db.parent.glob(f".{glob_escape(db.name)}.*"):
         match = TEMPORARY.match(path.name)
-        if match and match["name"] in (db.name, f"{db.name}.bm25") and not _alive(int(match["pid"])):
+        if match and match["name"] in (db.name, f"{db.name}.bm25", f"{db.name}.dense") and not _alive(int(match["pid"])):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -155,7 +172,7 @@ def sweep_stale(db: Path) -> list[Path]:
     return stale
 
 
-TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{12}\.(?:tmp(?:\.wal|\.bm25)?|old)$")
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{12}\.(?:tmp(?:\.wal|\.bm25|\.dense)?|old)$")
 
 
 def glob_escape(name: str) -> str:
@@ -199,6 +216,13 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence) -> N
         con.execute(f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {view}")
     finally:
         con.unregister(view)
+
+
+def _embedding_progress(progress: Progress | None):
+    if progress is None:
+        return None
+    step = STEPS.index("Embedding documents")
+    return lambda done, total: progress(f"Embedding documents ({done:,} of {total:,})", step, len(STEPS))
 
 
 def _stepper(progress: Progress | None) -> Callable[[], None]:
@@ -315,21 +339,28 @@ def _create_lookup_indexes(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
 
 
-def _install(temp_db: Path, temp_search: Path, db: Path) -> None:
-    """Move the finished file and search folder into place, the database file last."""
-    final_search = search_dir_for(db)
-    old_search = final_search.with_name(f".{final_search.name}.{temp_tag()}.old")
-    if final_search.exists():
-        final_search.rename(old_search)
-    temp_search.rename(final_search)
+def _install(temp_db: Path, temp_search: Path, temp_dense: Path | None, db: Path) -> None:
+    """Move the finished file, search folder and dense folder (None: remove the old one) into
+    place, the database file last."""
+    moves = [(temp_search, search_dir_for(db)), (temp_dense, dense_dir_for(db))]
+    old = []
+    for temp, final in moves:
+        if final.exists():
+            stale = final.with_name(f".{final.name}.{temp_tag()}.old")
+            final.rename(stale)
+            old.append(stale)
+        if temp is not None:
+            temp.rename(final)
     stale_wal = db.with_name(db.name + ".wal")
     if stale_wal.exists():
         stale_wal.unlink()
     os.replace(temp_db, db)
-    shutil.rmtree(old_search, ignore_errors=True)
+    for stale in old:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
-def _remove(temp_db: Path, temp_search: Path) -> None:
+def _remove(temp_db: Path, temp_search: Path, temp_dense: Path) -> None:
     for path in (temp_db, temp_db.with_name(temp_db.name + ".wal")):
         path.unlink(missing_ok=True)
     shutil.rmtree(temp_search, ignore_errors=True)
+    shutil.rmtree(temp_dense, ignore_errors=True)

@@ -2,7 +2,8 @@
 expansion, validation and completion, lexical search and alphabetic-index navigation.
 
 A `KnowledgeBase` is safe to share across threads: each thread queries through its own DuckDB
-cursor. The expansion graph, the search indexes and the index tree are loaded on first use.
+cursor. The expansion graph, the search indexes and the index tree are loaded on first use, or
+ahead of it in the background (`preload`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ MAX_SEE_DEPTH = 3
 GENERIC_REFERENCES = frozenset({"condition"})
 _WITHOUT = re.compile(r"\bwithout\b([^,;.]*?)(?=[,;.]|\bwith\b|$)", re.IGNORECASE)
 TABLES = ("neoplasm", "drug")
+INDEXES = ("index", "eindex")
 
 _CHAPTER_OR_BLOCK = re.compile(r"CH\d\d|[A-Z]\d[0-9A-Z]-[A-Z]\d[0-9A-Z]")
 _COLUMN_NAMES = ("code", "description", "kind", "billable", "parent", "depth", "chapter", "block")
@@ -77,10 +79,34 @@ class KnowledgeBase:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
         self._searcher = None
+        self._preloading: set[str] = set()
         self._tree = None
         self._nodes = None
         self._tables: dict[str, list] = {}
+        self._paths: dict[str, list[str]] | None = None
+        self._billable_of: dict[str, list[str]] | None = None
         self._tables_lock = threading.Lock()
+
+    def preload(self, parts: tuple[str, ...] = ("search",)) -> threading.Thread:
+        """Starts loading `parts` ('search': lexical and dense, 'index' for the index tree, 'graph',
+        'hierarchy') on a daemon thread, so that the first query finds them loaded or waits only
+        for the rest. A part that fails to load raises its error at that first query instead."""
+        loaders = {"search": lambda: self._search().has_dense(), "index": self._index_tree, "graph": self._graph,
+                   "hierarchy": self._hierarchy}
+        with self._lock:
+            todo = [part for part in parts if part not in self._preloading]
+            self._preloading.update(todo)
+
+        def load() -> None:
+            for part in todo:
+                try:
+                    loaders[part]()
+                except Exception:  # noqa: BLE001 - raised again, with its message, where the part is used
+                    return
+
+        thread = threading.Thread(target=load, name="icd-kb-preload", daemon=True)
+        thread.start()
+        return thread
 
     def __enter__(self) -> KnowledgeBase:
         return self
@@ -181,8 +207,10 @@ class KnowledgeBase:
     # -- search and the alphabetic index ---------------------------------------------------
 
     def search(self, text: str, k: int = 20, source: str = "all") -> list[SearchHit]:
-        """bm25s search: `tabular` (any node), `index` or `all` (both fused; billable codes only).
-        The ranking is described in `icd_graph.search`."""
+        """bm25s search: `tabular` (any node), `index`, `dense` (embeddings, with the dense extra
+        and vectors built by `icd build --dense`) or `all` (all of them fused; billable codes
+        only; without dense vectors, the lexical ones). The ranking is described in
+        `icd_graph.search`."""
         matches = self._search().search(text, k=k, source=source)
         descriptions = self._descriptions([m.code for m in matches])
         return [
@@ -190,7 +218,12 @@ class KnowledgeBase:
             for m in matches
         ]
 
-    def index_lookup(self, terms: list[str], limit: int = 25) -> list[IndexEntry]:
+    def has_dense(self) -> bool:
+        """Whether `search` has its dense leg: the dense extra is installed and vectors were built
+        for this file (`icd build --dense`); DenseMismatch when the vectors are another build's."""
+        return self._search().has_dense()
+
+    def index_lookup(self, terms: list[str], limit: int = 25, index: str | None = None) -> list[IndexEntry]:
         """Navigate the alphabetic index like a coder: a main term, then subterms.
 
         The main term is the first term that matches a main-term title (case, plurals,
@@ -204,10 +237,13 @@ class KnowledgeBase:
         name, one entry per column, only the columns the terms or the reference name when they name
         any ('benign').
         Returns the reached term, then the followed references' entries, then the reached term's
-        subterms in index order, at most `limit` entries in all.
+        subterms in index order, at most `limit` entries in all. `index` keeps the main terms to
+        one index: 'index' (the Alphabetic Index) or 'eindex' (the External Cause Index).
         """
+        if index is not None and index not in INDEXES:
+            raise IcdError(f"unknown index {index!r}: use one of {', '.join(INDEXES)}")
         tree = self._index_tree()
-        reached = tree.navigate([t for t in terms if t and t.strip()], MAX_SEE_DEPTH)
+        reached = tree.navigate([t for t in terms if t and t.strip()], MAX_SEE_DEPTH, index)
         ids: list[int] = reached[:1]
         for term_id in reached[1:] + reached[:1]:
             for member in tree.subtree(term_id):
@@ -231,6 +267,26 @@ class KnowledgeBase:
                 for column, code in cells[row.id]
             )
         return entries[:limit]
+
+    def index_paths(self, code: str) -> list[str]:
+        """The index terms whose printed code resolves to the billable `code` ('Hypertension,
+        hypertensive' for I10), and table rows with the column ('Neoplasm, neoplastic,
+        pituitary, Benign' for D35.2), in index order: the words the index uses for it."""
+        key = self.require(code).code
+        with self._tables_lock:
+            if self._paths is None:
+                rows = self._rows(
+                    """SELECT c.code, t.id, t.path FROM index_codes c JOIN index_terms t ON t.code = c.raw_code
+                       UNION SELECT c.code, t.id, t.path || ', ' || tc.column_name FROM index_codes c
+                       JOIN table_cells tc ON tc.code = c.raw_code JOIN index_terms t ON t.id = tc.term_id
+                       ORDER BY 2, 3"""
+                )
+                paths: dict[str, list[str]] = {}
+                for billable, _, path in rows:
+                    if billable is not None:
+                        paths.setdefault(billable, []).append(path)
+                self._paths = {c: list(dict.fromkeys(found)) for c, found in paths.items()}
+        return list(self._paths.get(key, ()))
 
     def table(self, name: str, term: str, limit: int = 10) -> list[TableRow]:
         """Rows of the Table of Neoplasms (`neoplasm`) or of Drugs and Chemicals (`drug`) whose
@@ -284,9 +340,14 @@ class KnowledgeBase:
     def _search(self):
         with self._lock:
             if self._searcher is None:
+                from icd_graph.dense import dense_dir_for, open_dense
                 from icd_graph.search import Searcher
 
-                self._searcher = Searcher(self.path.with_name(self.path.name + ".bm25"))
+                release = self.release
+                self._searcher = Searcher(
+                    self.path.with_name(self.path.name + ".bm25"),
+                    lambda: open_dense(dense_dir_for(self.path), release.name, release.built_at),
+                )
             return self._searcher
 
     def _index_tree(self) -> _IndexTree:
@@ -315,16 +376,15 @@ class KnowledgeBase:
             return self._tables[name]
 
     def _resolved(self, raw_codes: list[str]) -> dict[str, list[str]]:
-        """Printed index codes -> their billable codes, in document order."""
-        rows = self._rows(
-            """SELECT c.raw_code, c.code FROM index_codes c JOIN nodes n ON n.code = c.code
-               WHERE c.raw_code IN (SELECT unnest($raw)) ORDER BY n.seq""",
-            {"raw": sorted(set(raw_codes))},
-        )
-        resolved: dict[str, list[str]] = {}
-        for raw, code in rows:
-            resolved.setdefault(raw, []).append(code)
-        return resolved
+        """Printed index codes -> their billable codes, in document order (all of them read once)."""
+        with self._tables_lock:
+            if self._billable_of is None:
+                rows = self._rows("SELECT c.raw_code, c.code FROM index_codes c JOIN nodes n ON n.code = c.code ORDER BY n.seq")
+                billable_of: dict[str, list[str]] = {}
+                for raw, code in rows:
+                    billable_of.setdefault(raw, []).append(code)
+                self._billable_of = billable_of
+        return {raw: self._billable_of[raw] for raw in set(raw_codes) if raw in self._billable_of}
 
 
 def _key(code: str) -> str:
@@ -466,9 +526,10 @@ class _IndexTree:
             yield current
             stack.extend(reversed(self.rows[current].children))
 
-    def navigate(self, terms: list[str], budget: int) -> list[int]:
-        """Reached term ids: the best-covering term, then the targets of followed references."""
-        mains = self._main_candidates(terms)
+    def navigate(self, terms: list[str], budget: int, index: str | None = None) -> list[int]:
+        """Reached term ids: the best-covering term, then the targets of followed references;
+        with `index`, from the main terms of that index only."""
+        mains = self._main_candidates(terms, index)
         if not mains:
             return []
         wanted = frozenset(self.tokenize(" ".join(terms)))
@@ -499,18 +560,19 @@ class _IndexTree:
                     reached.append(target)
         return reached
 
-    def _main_candidates(self, terms: list[str]) -> list[int]:
-        """Main terms matching the first term that matches any; else any word that does."""
+    def _main_candidates(self, terms: list[str], index: str | None = None) -> list[int]:
+        """Main terms (of `index` only, when given) matching the first term that matches any;
+        else any word that does."""
+        def of_index(ids: list[int]) -> list[int]:
+            return [i for i in ids if index is None or self.rows[i].source == index]
+
         for term in terms:
-            key = self._key(term)
-            if key in self.mains:
-                return self.mains[key]
-            first = self._key(term.split(",")[0])
-            if first in self.mains:
-                return self.mains[first]
+            for key in (self._key(term), self._key(term.split(",")[0])):
+                if of_index(self.mains.get(key, [])):
+                    return of_index(self.mains[key])
         found: list[int] = []
         for word in " ".join(terms).split():
-            for main in self.mains.get(self._key(word), ()):
+            for main in of_index(self.mains.get(self._key(word), [])):
                 if main not in found:
                     found.append(main)
         return found

@@ -42,6 +42,10 @@ than the query, or a personal or family history the query does not ask for, is d
 CONFLICT_DISCOUNT, and a code that names a side the query does not name (and has an
 unspecified-side variant) by SIDE_DISCOUNT; and the other encounter variants (7th character) of a code follow every
 first variant, so that the top k holds k different conditions.
+With dense vectors (`icd_graph.dense`, the `dense` extra), `all` adds one more list: the codes
+of the documents most similar to the query's embedding, fused with weight WEIGHTS['dense']; an
+exact match that the lexical lists ranked first stays first, and a code found only by the dense
+list is matched by the document it came from. `dense` alone ranks codes by cosine similarity.
 Tuned on the diagnosis mentions of the ACI-BENCH train split (recall@10 of the gold code, `all`:
 train 0.85, valid 0.88; @50: 0.91, 0.92).
 
@@ -56,9 +60,11 @@ import json
 import re
 import threading
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -66,10 +72,14 @@ import numpy as np
 from icd_graph.codes import note_references
 from icd_graph.vocabulary import WORD, spelling_variants, tokenize
 
+if TYPE_CHECKING:
+    from icd_graph.dense import DenseIndex
+
 TABULAR = "tabular"
 INDEX = "index"
 ALL = "all"
-SOURCES = (TABULAR, INDEX, ALL)
+DENSE = "dense"
+SOURCES = (TABULAR, INDEX, ALL, DENSE)
 EXACT = "exact"
 SEE = "see"
 ADDITIONAL = "additional"
@@ -82,7 +92,8 @@ LEVEL_DISCOUNT = 0.2
 INDEX_B = 0.3
 ENCOUNTER_DISCOUNT = 0.05
 EXACT_MAX_WORDS = 8
-WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5, ADDITIONAL: 0.5}
+WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5, ADDITIONAL: 0.5, DENSE: 0.5}
+DENSE_DOCS = 4
 FOLLOWED = 3
 MIN_SHARED = 2
 CONFLICT_DISCOUNT = 0.5
@@ -151,8 +162,9 @@ _INDEX_DOCS = """
 SELECT t.id, t.path, coalesce(t.nemod, ''), t.code, t.level FROM index_terms t WHERE t.code IS NOT NULL
 UNION ALL
 SELECT NULL, t.path || ', ' || c.column_name, coalesce(t.nemod, ''), c.code, t.level + 1
-FROM table_cells c JOIN index_terms t ON t.id = c.term_id
+FROM table_cells c JOIN index_terms t ON t.id = c.term_id WHERE list_contains($tables, c.table_name)
 """
+TABLES = ["neoplasm", "drug"]
 
 _INDEX_TERMS = """
 SELECT id, parent_id, level, title, coalesce(nemod, ''), path, code, coalesce(see, see_also)
@@ -166,6 +178,11 @@ _ADDITIONAL = "SELECT code, text FROM notes WHERE kind = 'use_additional_code' O
 _ENCOUNTER = re.compile(r",? (?:(?:initial|subsequent) encounter(?: for)?|sequela$)", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _DEFAULT_WORDS = frozenset(tokenize("unspecified NOS NEC"))
+
+
+def without_encounter(description: str) -> str:
+    """The description without its encounter clause ('..., initial encounter for closed fracture')."""
+    return _ENCOUNTER.split(description, maxsplit=1)[0]
 
 
 def encounter_rank(description: str) -> int:
@@ -254,14 +271,11 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     _write_json(out_dir / "codes.json", codes)
     _write_json(out_dir / "additional.json", additional_codes(con.execute(_ADDITIONAL).fetchall(), position))
 
-    resolved: dict[str, list[int]] = {}
-    for raw, code in con.execute(_RESOLUTIONS).fetchall():
-        if code in position:
-            resolved.setdefault(raw, []).append(position[code])
-    terms = con.execute(_INDEX_TERMS).fetchall()
+    resolved = resolutions(con, position)
+    terms = index_terms(con)
     phrases_of = index_phrases(terms)
     _write_json(out_dir / "references.json", references(terms, phrases_of))
-    docs = [row for row in con.execute(_INDEX_DOCS).fetchall() + see_docs(terms, phrases_of) if resolved.get(row[3])]
+    docs = index_documents(con, terms, phrases_of, resolved)
     targets = [sorted(set(resolved[raw])) for *_, raw, _ in docs]
     if docs:
         _save_bm25(bm25s, [tokenize(f"{path} {nemod}") for _, path, nemod, _, _ in docs], out_dir / INDEX, b=INDEX_B)
@@ -311,6 +325,26 @@ def unsided_variants(descriptions: list[str], depth: np.ndarray, groups: np.ndar
                 variants[position] = same
                 break
     return variants
+
+
+def index_documents(con: duckdb.DuckDBPyConnection, terms: list[tuple], phrases_of: dict, resolved: dict, tables=TABLES) -> list[tuple]:
+    """(term id, path, nonessential modifiers, printed code, level) of every index term that
+    prints a code, every cell of the named tables and every 'see' term, whose code resolves."""
+    rows = con.execute(_INDEX_DOCS, {"tables": list(tables)}).fetchall() + see_docs(terms, phrases_of)
+    return [row for row in rows if resolved.get(row[3])]
+
+
+def resolutions(con: duckdb.DuckDBPyConnection, position: dict[str, int]) -> dict[str, list[int]]:
+    """Printed index codes -> the positions of the billable codes they resolve to."""
+    resolved: dict[str, list[int]] = {}
+    for raw, code in con.execute(_RESOLUTIONS).fetchall():
+        if code in position:
+            resolved.setdefault(raw, []).append(position[code])
+    return resolved
+
+
+def index_terms(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(_INDEX_TERMS).fetchall()
 
 
 def additional_codes(notes: list[tuple[str, str]], position: dict[str, int]) -> dict[str, list[int]]:
@@ -432,14 +466,19 @@ class Scored:
 
 
 class Searcher:
-    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use."""
+    """The persisted indexes of one knowledge base, loaded (memory-mapped) on first use or by
+    `load` (which `KnowledgeBase.preload` calls in the background from the start of a run)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, dense: Callable[[], DenseIndex | None] | None = None):
+        """`dense` opens the dense index (None when there is none), once, when a search first
+        needs it (`all` or `dense`)."""
         self.folder = Path(folder)
+        self._open_dense = dense
+        self.dense: DenseIndex | None = None
         self._lock = threading.Lock()
         self._loaded = False
 
-    def _load(self) -> None:
+    def load(self) -> None:
         with self._lock:
             if self._loaded:
                 return
@@ -488,11 +527,38 @@ class Searcher:
                 self.exact.setdefault(key, []).append(entry)
             self._loaded = True
 
+    def has_dense(self) -> bool:
+        """Whether the dense leg is there, opening it on first use (DenseMismatch when its
+        vectors belong to another build or model)."""
+        self.load()
+        with self._lock:
+            if self._open_dense is not None:
+                self.dense = self._open_dense()
+                if self.dense is not None:
+                    self._load_dense()
+                self._open_dense = None
+        return self.dense is not None
+
+    def _load_dense(self) -> None:
+        """Per dense document, the positions of its codes; per tabular document, the codes it
+        describes (sorted by position), for the best similarity of each code."""
+        position = {code: i for i, code in enumerate(self.codes)}
+        targets = [[position[c] for c in codes if c in position] for codes in self.dense.codes]
+        self.dense_offsets = np.cumsum([0] + [len(t) for t in targets], dtype=np.int64)
+        self.dense_targets = np.array([p for t in targets for p in t], dtype=np.int32)
+        pairs = sorted((p, doc) for doc, t in enumerate(targets) if self.dense.kinds[doc] for p in t)
+        self.dense_pair_docs = np.array([doc for _, doc in pairs], dtype=np.int64)
+        pair_positions = np.array([p for p, _ in pairs], dtype=np.int64)
+        self.dense_pair_starts = np.flatnonzero(np.r_[True, pair_positions[1:] != pair_positions[:-1]])
+        self.dense_positions = pair_positions[self.dense_pair_starts]
+
     def search(self, text: str, k: int = 20, source: str = ALL) -> list[Match]:
         """Tabular: any node; index and all: billable codes only (see the module docstring)."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-        self._load()
+        self.load()
+        if source == DENSE:
+            return self._dense_search(text, k)
         tokens = [self._correct(token) for token in tokenize(text)]
         if not tokens or k <= 0:
             return []
@@ -517,7 +583,53 @@ class Searcher:
         if additional:
             lists.append((ADDITIONAL, additional))
             order, fused = self._order(lists, flags)
+        if source == ALL and order and self.has_dense():
+            first = order[0] if any(doc == order[0] for doc, *_ in exact_ranked) else None
+            lists.append((DENSE, self._dense_ranked(text, CANDIDATES)))
+            order, fused = self._order(lists, flags)
+            if first is not None and order[0] != first:
+                order.remove(first)
+                order.insert(0, first)
+                fused[first] = max(fused[first], fused[order[1]])
         return self._matches(lists, order[:k], fused)
+
+    def _dense_search(self, text: str, k: int) -> list[Match]:
+        """The dense retriever alone: codes by cosine similarity (its score), the encounter
+        variants of a code after all first variants, contradicting codes discounted."""
+        if not self.has_dense():
+            from icd_graph.embed import INSTALL, DenseUnavailable, available
+            from icd_graph.errors import DatabaseMissing
+
+            if not available():
+                raise DenseUnavailable(f"--source dense needs the dense extra: {INSTALL}; then `python cli.py icd build --dense`")
+            raise DatabaseMissing(f"no dense vectors beside {self.folder}; build them with `python cli.py icd build --dense`")
+        if not text.strip() or k <= 0:
+            return []
+        ranked = self._dense_ranked(text, max(k, CANDIDATES))
+        lists = [(DENSE, ranked)]
+        order, _ = self._order(lists, query_flags(text))
+        similarity = {doc: score for doc, score, _ in ranked}
+        return self._matches(lists, order[:k], similarity)
+
+    def _dense_ranked(self, text: str, n: int) -> list[tuple[int, float, str]]:
+        """At least n billable codes from the most similar documents: a description's codes
+        (initial encounter first), an index path's codes most similar by their own
+        descriptions; at most EXPANSION per document."""
+        dense = self.dense
+        similarities = dense.similarities(text)
+        codes = np.full(len(self.codes), -1.0, dtype=np.float32)
+        codes[self.dense_positions] = np.maximum.reduceat(similarities[self.dense_pair_docs], self.dense_pair_starts)
+        ranked: dict[int, tuple[int, float, str]] = {}
+        for doc in _top(similarities + 1.0, DENSE_DOCS * n):
+            targets = self.dense_targets[self.dense_offsets[doc] : self.dense_offsets[doc + 1]]
+            if not dense.kinds[doc]:
+                targets = targets[np.lexsort((targets, -codes[targets]))]
+            path = "" if dense.kinds[doc] else dense.texts[doc]
+            for member in targets[:EXPANSION].tolist():
+                ranked.setdefault(member, (member, float(similarities[doc]), path))
+            if len(ranked) >= n:
+                break
+        return list(ranked.values())
 
     def _correct(self, token: str) -> str:
         """An alphabetic word that no index knows becomes the first known word one edit away
@@ -664,13 +776,14 @@ class Searcher:
         return words
 
     def _matches(self, lists, best: list[int], fused: dict[int, float]) -> list[Match]:
-        """The best positions as matches, each with its first matched path and its lists."""
+        """The best positions as matches, each with its first matched path and its lists. The
+        dense list (last) names the path of a code only when no lexical list found the code."""
         matched: dict[int, str] = {}
         sources: dict[int, list[str]] = {}
         for name, ranked in lists:
             for doc, _, path in ranked:
                 sources.setdefault(doc, []).append(name)
-                if path and doc not in matched:
+                if path and doc not in matched and (name != DENSE or len(sources[doc]) == 1):
                     matched[doc] = path
         return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in best]
 

@@ -1,7 +1,7 @@
 """Candidate recall without an LM: how often the knowledge base's retrievers rank the gold code
 in their top k, for gold mention phrases or for whole notes.
 
-Retrievers: `tabular`, `index`, `all` (KnowledgeBase.search with that source) and `navigation`
+Retrievers: `tabular`, `index`, `dense`, `all` (KnowledgeBase.search with that source) and `navigation`
 (KnowledgeBase.index_lookup over the words of the query, codes in the order of the entries).
 Notes mode queries the whole note, or with `sentences=True` every sentence, fused by reciprocal
 rank. Mentions come from the dataset's gold mentions, else from the text of its gold evidence spans.
@@ -18,7 +18,7 @@ from data.errors import DatasetError
 from data.records import NoteRecord
 from icd_graph.codes import category
 
-RETRIEVERS = ("tabular", "index", "all", "navigation")
+RETRIEVERS = ("tabular", "index", "dense", "all", "navigation")
 RRF_K = 60
 SENTENCE = re.compile(r"[^\n.!?]+[.!?]?")
 WORD = re.compile(r"[A-Za-z0-9]+(?:'[a-z]+)?")
@@ -80,7 +80,14 @@ def unique(codes) -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def kb_retrievers(kb, names: Sequence[str] = RETRIEVERS) -> dict[str, Retriever]:
+def default_retrievers(kb) -> list[str]:
+    """Every retriever, `dense` only when the knowledge base has dense vectors."""
+    return [name for name in RETRIEVERS if name != "dense" or kb.has_dense()]
+
+
+def kb_retrievers(kb, names: Sequence[str] | None = None) -> dict[str, Retriever]:
+    """The named retrievers over a knowledge base (default: `default_retrievers`)."""
+    names = default_retrievers(kb) if names is None else names
     def search(source: str) -> Retriever:
         return lambda text, k: unique(hit.code for hit in kb.search(text, k=k, source=source))
 
@@ -88,7 +95,7 @@ def kb_retrievers(kb, names: Sequence[str] = RETRIEVERS) -> dict[str, Retriever]
         entries = kb.index_lookup(WORD.findall(text))
         return unique(code for entry in entries for code in (entry.billable_codes or ((entry.code,) if entry.code else ())))[:k]
 
-    table = {"tabular": search("tabular"), "index": search("index"), "all": search("all"), "navigation": navigate}
+    table = {name: search(name) for name in ("tabular", "index", "dense", "all")} | {"navigation": navigate}
     unknown = [name for name in names if name not in table]
     if unknown:
         raise DatasetError(f"unknown retriever {unknown[0]!r}; use {', '.join(RETRIEVERS)}")

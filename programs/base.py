@@ -4,6 +4,7 @@ with a logged fallback on malformed LM output, and the result wrapped in a Predi
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -12,7 +13,8 @@ from dspy.utils.exceptions import AdapterParseError
 
 from icd_graph.vocabulary import tokenize
 from programs.chunking import split_note
-from programs.extractor import Problem, ProblemExtractor
+from programs.concurrency import in_order
+from programs.extractor import EXTRACTOR, Problem, ProblemExtractor
 from programs.floor import keep_problem
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
@@ -20,7 +22,6 @@ from programs.result import CodedDiagnosis, CodingResult, StageTrace
 from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
-EXTRACTOR = ProblemExtractor()
 SHARED = ("kb", "extractor")
 
 
@@ -39,6 +40,8 @@ class CodingProgram(dspy.Module):
     """
 
     name: ClassVar[str]
+    kb_parts: ClassVar[tuple[str, ...]] = ("search",)
+    """What the program queries that `KnowledgeBase.preload` can load ahead of the first note."""
 
     def __init__(self, kb, max_note_chars: int = MAX_NOTE_CHARS, extractor: ProblemExtractor | None = None):
         super().__init__()
@@ -52,6 +55,11 @@ class CodingProgram(dspy.Module):
         for key, value in self.__dict__.items():
             clone.__dict__[key] = value if key in SHARED else copy.deepcopy(value, memo)
         return clone
+
+    def preload(self) -> list[threading.Thread]:
+        """Starts loading, in the background, the extractor and the parts of the knowledge base
+        the program queries (see `KnowledgeBase.preload`)."""
+        return [self.extractor.preload(), self.kb.preload(self.kb_parts)]
 
     def forward(self, note: str) -> dspy.Prediction:
         check_note(note)
@@ -93,13 +101,18 @@ class CodingProgram(dspy.Module):
         reject: Callable[[str, str], str | None] | None = None,
         **inputs,
     ) -> list[tuple[str, str]]:
-        """The (item, companion) pairs `predictor` reads from every part of the note (with the
-        other `inputs`) in its two parallel output `fields`, each item once (case ignored);
-        `reject(item, companion)` gives the reason to drop a pair, or None. All of it is logged
-        in `trace`."""
+        """The (item, companion) pairs `predictor` reads from every part of the note (the parts
+        read concurrently, with the other `inputs`) in its two parallel output `fields`, each item
+        once (case ignored); `reject(item, companion)` gives the reason to drop a pair, or None.
+        All of it is logged in `trace`."""
         found: dict[str, tuple[str, str]] = {}
-        for part in self.parts(note, trace):
-            out = run_stage(predictor, trace, note=part, **inputs)
+
+        def read(part: str) -> tuple[dspy.Prediction | None, StageTrace]:
+            logged = StageTrace(trace.stage)
+            return run_stage(predictor, logged, note=part, **inputs), logged
+
+        for out, logged in in_order(read, self.parts(note, trace)):
+            trace.extend(logged)
             if out is None:
                 continue
             for item, companion in paired(getattr(out, fields[0]), getattr(out, fields[1])):

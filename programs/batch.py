@@ -1,5 +1,7 @@
-"""Code one note or many: resumable JSONL output written line by line, concurrent notes, LM
-usage and cost totals. Shared by `predict`, `evaluate` and `compare`."""
+"""Code one note or many: resumable JSONL output written line by line, concurrent notes within
+one thread budget (`programs.concurrency`), LM usage and cost totals. Shared by `predict`,
+`evaluate` and `compare`; the Ray engine (`programs.ray_engine`) codes notes with `code_record`
+and writes them with `BatchSummary.record` as this threads engine does."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,19 +19,44 @@ from dspy.utils.exceptions import LMError
 
 from data.records import NoteRecord
 from programs.base import CodingProgram
+from programs.concurrency import Budget
 from programs.errors import BatchError, ModelError, NoteError
-from programs.lm import history_cost, model_error
+from programs.lm import model_error, spent
 from programs.result import CodingResult
 
 
-def code_note(program: CodingProgram, note: str, lm: dspy.LM | None) -> CodingResult:
-    """One note through `program` with `lm` (None: its rules alone); LM failures become a
-    one-line ModelError."""
+def code_note(program: CodingProgram, note: str, lm: dspy.LM | None, budget: Budget | None = None) -> CodingResult:
+    """One note through `program` with `lm` (None: its rules alone), its independent stage calls
+    run within `budget` (None: one after the other); LM failures become a one-line ModelError."""
     try:
-        with dspy.context(lm=lm):
+        with dspy.context(lm=lm), budget.note() if budget else nullcontext():
             return program(note=note).result
     except LMError as exc:
         raise model_error(exc, lm) from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one note: coded (`line`, its JSONL line, and its LM `usage`), `failed`
+    (a note that cannot be coded, with the reason) or `stopped` (the model failed)."""
+
+    id: str
+    line: str = ""
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: str = ""
+    stopped: str = ""
+
+
+def code_record(program: CodingProgram, record_id: str, text: str, lm: dspy.LM | None, budget: Budget | None = None) -> Outcome:
+    """`code_note` as an Outcome: only the note's own errors and the model's failure are caught."""
+    try:
+        result = code_note(program, text, lm, budget)
+    except NoteError as exc:
+        return Outcome(record_id, failed=str(exc))
+    except ModelError as exc:
+        return Outcome(record_id, stopped=str(exc))
+    line = {"id": record_id, "codes": result.code_list, "result": result.to_dict()}
+    return Outcome(record_id, json.dumps(line, ensure_ascii=False), result.usage)
 
 
 @dataclass
@@ -39,6 +67,28 @@ class BatchSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     cost: float = 0.0
+    stopped: str = ""
+
+    def record(self, outcome: Outcome, sink: Appender) -> None:
+        """A coded note's line written to `sink`, a failed one listed, the first model failure kept."""
+        if outcome.stopped:
+            self.stopped = self.stopped or outcome.stopped
+        elif outcome.failed:
+            self.failed.append((outcome.id, outcome.failed))
+        else:
+            sink.write(outcome.line)
+            self.written += 1
+            self.add_usage(outcome.usage)
+
+    def finish(self, total: int) -> BatchSummary:
+        """This summary, or the model failure that stopped the run, saying how many of the
+        `total` notes are saved and that a rerun resumes."""
+        if self.stopped:
+            saved = self.skipped + self.written
+            raise ModelError(
+                f"{self.stopped}; {saved} of {total} notes are saved in {self.output}: rerun with --output {self.output} to resume"
+            )
+        return self
 
     def add_usage(self, usage: dict[str, dict[str, Any]]) -> None:
         for model, counts in usage.items():
@@ -85,11 +135,11 @@ class Appender:
         self.path = path
         self._handle = None
 
-    def write(self, line: dict[str, Any]) -> None:
+    def write(self, line: str) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._handle.write(line + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -99,6 +149,13 @@ class Appender:
     def __exit__(self, *exc) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+def to_code(records: Sequence[NoteRecord], output: Path) -> tuple[list[NoteRecord], BatchSummary]:
+    """The records not yet in `output`, and a summary that counts the others as skipped."""
+    done = finished_ids(output)
+    todo = [record for record in records if record.id not in done]
+    return todo, BatchSummary(output, skipped=len(records) - len(todo))
 
 
 def run_batch(
@@ -111,48 +168,36 @@ def run_batch(
     on_note: Callable[[str], None] | None = None,
 ) -> BatchSummary:
     """Codes every record not already in `output`, appending {"id", "codes", "result"} lines as
-    notes finish. Notes that cannot be coded (empty, binary) are reported in `failed` and left
-    out, so a rerun tries them again. A model that keeps failing stops the run: notes being
-    coded at that moment are still saved, the others are not started, and the ModelError says
-    how many notes the output holds and that a rerun resumes."""
+    notes finish; at most `threads` threads at work at once, coding notes or the independent
+    stage calls of a note. Notes that cannot be coded (empty, binary) are reported in `failed`
+    and left out, so a rerun tries them again. A model that keeps failing stops the run: notes
+    being coded at that moment are still saved, the others are not started, and the ModelError
+    says how many notes the output holds and that a rerun resumes."""
     output = Path(output)
-    done = finished_ids(output)
-    summary = BatchSummary(output)
-    todo = [record for record in records if record.id not in done]
-    summary.skipped = len(records) - len(todo)
-    start = len(lm.history) if lm is not None else 0
-    stop: ModelError | None = None
-    with Appender(output) as sink, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        pending = {pool.submit(code_note, program, record.text, lm): record for record in todo}
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: pending[f].id):
-                    record = pending.pop(future)
-                    if future.cancelled():
-                        continue
-                    try:
-                        result = future.result()
-                    except NoteError as exc:
-                        summary.failed.append((record.id, str(exc)))
-                    except ModelError as exc:
-                        stop = stop or exc
-                        for other in pending:
-                            other.cancel()
-                        continue
-                    else:
-                        sink.write({"id": record.id, "codes": result.code_list, "result": result.to_dict()})
-                        summary.written += 1
-                        summary.add_usage(result.usage)
-                    if on_note:
-                        on_note(record.id)
-        finally:
-            for future in pending:
-                future.cancel()
-    summary.cost = history_cost(lm, start)
-    if stop is not None:
-        saved = summary.skipped + summary.written
-        raise ModelError(
-            f"{stop}; {saved} of {len(records)} notes are saved in {output}: rerun with --output {output} to resume"
-        )
-    return summary
+    todo, summary = to_code(records, output)
+    budget = Budget(threads)
+    before = spent(lm)
+    try:
+        with Appender(output) as sink, ThreadPoolExecutor(max_workers=budget.threads) as pool:
+            pending = {pool.submit(code_record, program, record.id, record.text, lm, budget): record for record in todo}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in sorted(finished, key=lambda f: pending[f].id):
+                        pending.pop(future)
+                        if future.cancelled():
+                            continue
+                        outcome = future.result()
+                        summary.record(outcome, sink)
+                        if outcome.stopped:
+                            for other in pending:
+                                other.cancel()
+                        elif on_note:
+                            on_note(outcome.id)
+            finally:
+                for future in pending:
+                    future.cancel()
+    finally:
+        budget.close()
+    summary.cost = spent(lm) - before
+    return summary.finish(len(records))

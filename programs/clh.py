@@ -16,6 +16,7 @@ import dspy
 from icd_graph.codes import referenced
 from icd_graph.records import SearchHit
 from programs.base import CodingProgram, has_model, listed_problems, run_stage
+from programs.concurrency import in_order
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
 from programs.floor import best_entry, choose, problem_query
 from programs.guarantees import Assembler, reconcile, tokens
@@ -39,6 +40,7 @@ NOTES_PER_KIND = 6
 
 class CodeLikeHumans(CodingProgram):
     name = "clh"
+    kb_parts = ("search", "index")
 
     def __init__(self, kb, max_steps: int = 3, max_entries: int = 25, max_candidates: int = 8, **options):
         super().__init__(kb, **options)
@@ -55,13 +57,15 @@ class CodeLikeHumans(CodingProgram):
         navigate, validate, final = (StageTrace(s, codes=[]) for s in ("navigate", "validate", "reconcile"))
         assembler = Assembler(self.kb, note)
         statements = self.statements(note, extract)
-        for statement, lead_term, evidence, past in statements:
-            candidates, paths = self.look_up(statement, lead_term, navigate)
+        walked = in_order(self.walk, statements, has_model())
+        for (statement, lead_term, evidence, _), (candidates, accepted, looked, checked) in zip(statements, walked):
+            navigate.extend(looked)
             if not candidates:
                 navigate.drop(statement, "no code found in the index or the tabular list")
                 continue
             navigate.pass_on(candidates)
-            for code in self.check(statement, candidates, paths, validate, past):
+            validate.extend(checked)
+            for code in accepted:
                 assembler.add(code, [evidence], f"{statement!r} (index: {lead_term})", validate, statement)
         validate.codes = assembler.codes
         self.settle([s for s, *_ in statements], assembler, final)
@@ -118,6 +122,16 @@ class CodeLikeHumans(CodingProgram):
                     return word.capitalize(), entries, i
         term = words[-1].capitalize() if words else diagnosis.phrase
         return term, [], 0
+
+    def walk(self, statement: tuple[str, str, str | Span, bool]) -> tuple[list[str], list[str], StageTrace, StageTrace]:
+        """(candidates, accepted codes, what navigation and validation logged) for one
+        statement; the statements of a note are walked concurrently (`in_order`), each logging
+        apart."""
+        text, lead_term, _, past = statement
+        looked, checked = StageTrace("navigate"), StageTrace("validate")
+        candidates, paths = self.look_up(text, lead_term, looked)
+        accepted = self.check(text, candidates, paths, checked, past) if candidates else []
+        return candidates, accepted, looked, checked
 
     def statements(self, note: str, trace: StageTrace) -> list[tuple[str, str, str | Span, bool]]:
         """(statement, lead term, evidence, documented as past) over every part of the note,

@@ -80,11 +80,29 @@ class ProblemExtractor:
             problems.append(Problem(note[start:end], Span(start, end, note[start:end]), section, status, form))
         return problems
 
+    def preload(self) -> threading.Thread:
+        """Starts loading medspaCy on a daemon thread, so that the first note finds it loaded
+        or waits only for the rest (a failure to load is raised at that first note instead)."""
+
+        def load() -> None:
+            try:
+                self._pipeline()
+            except Exception:  # noqa: BLE001 - raised again where the pipeline is used
+                return
+
+        thread = threading.Thread(target=load, name="icd-extractor-preload", daemon=True)
+        thread.start()
+        return thread
+
     def _pipeline(self):
         with self._lock:
             if self._nlp is None:
                 self._nlp, self._context = _load()
             return self._nlp, self._context
+
+
+EXTRACTOR = ProblemExtractor()
+"""The extractor the programs share (one medspaCy pipeline per process)."""
 
 
 def sections(doc) -> list[tuple[str, int, int]]:

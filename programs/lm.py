@@ -9,7 +9,9 @@ DSPy's cache, whose key also names the server (`AnswerCache`)."""
 from __future__ import annotations
 
 import os
+import threading
 import time
+from dataclasses import dataclass
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -86,9 +88,37 @@ def make_lm(
     )
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What `make_lm` needs, as a value another process (a Ray worker) can make its LM from."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float | None = None
+    retries: int = 3
+
+    @property
+    def local(self) -> bool:
+        """The embedded model, loaded into the process that codes (not worth loading elsewhere)."""
+        return self.model == LOCAL or self.model.startswith(f"{LOCAL}:")
+
+    def make(self) -> dspy.LM | None:
+        return make_lm(self.model, self.api_base, api_key=self.api_key, timeout=self.timeout, num_retries=self.retries)
+
+
 class CheckedLM(dspy.LM):
     """A `dspy.LM` whose empty answers and unreadable replies are failed requests: retried
-    (`num_retries` times, backoff 1, 2, 4 ... s) and then raised as LMErrors."""
+    (`num_retries` times, backoff 1, 2, 4 ... s) and then raised as LMErrors. `spent` sums the
+    cost (USD) of its calls that report one."""
+
+    spent = 0.0
+    _spending = threading.Lock()
+
+    def update_history(self, entry):
+        super().update_history(entry)
+        with self._spending:
+            self.spent += entry.get("cost") or 0.0
 
     def __call__(self, prompt=None, *, messages=None, **kwargs):
         for attempt in range(self.num_retries + 1):
@@ -168,9 +198,10 @@ def use_answer_cache() -> None:
         dspy.cache = AnswerCache(dspy.cache)
 
 
-def history_cost(lm: dspy.LM | None, start: int = 0) -> float:
-    """The summed cost (USD) of the calls in `lm.history[start:]` that report one (0 with no LM)."""
-    return 0.0 if lm is None else sum(entry.get("cost") or 0.0 for entry in lm.history[start:])
+def spent(lm: dspy.LM | None) -> float:
+    """The summed cost (USD) of `lm`'s calls so far that report one (0 with no LM, or a model
+    that reports none, such as the local one)."""
+    return getattr(lm, "spent", 0.0)
 
 
 def model_error(exc: Exception, lm: dspy.BaseLM) -> ModelError | NoteError:

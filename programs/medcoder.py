@@ -13,6 +13,7 @@ from __future__ import annotations
 import dspy
 
 from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, naming_evidence, run_stage
+from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.floor import Choice, choose, problem_query
 from programs.guarantees import Assembler
@@ -37,16 +38,16 @@ class MedCoder(CodingProgram):
         retrieve = StageTrace("retrieve", codes=[])
         rerank = StageTrace("rerank", codes=[])
         assembler = Assembler(self.kb, note)
-        for diagnosis, evidence, past in self.diagnoses(note, extract):
-            hits = self.kb.search(diagnosis, k=self.candidates, source="all")
-            options = {hit.code: hit.description for hit in hits}
+        diagnoses = self.diagnoses(note, extract)
+        for (diagnosis, evidence, _), (options, picked, part) in zip(diagnoses, in_order(self.code_one, diagnoses, has_model())):
             if not options:
                 retrieve.drop(diagnosis, "no candidate codes found in the knowledge base")
                 continue
             retrieve.proposed.append(f"{diagnosis}: {', '.join(options)}")
             retrieve.kept.append(diagnosis)
             retrieve.pass_on(options)
-            code, rationale = self.pick(diagnosis, evidence, options, choose(diagnosis, hits, historical=past), rerank)
+            rerank.extend(part)
+            code, rationale = picked
             rerank.proposed.append(f"{diagnosis}: {code or NONE}")
             if code is None:
                 rerank.drop(diagnosis, rationale)
@@ -54,6 +55,17 @@ class MedCoder(CodingProgram):
             assembler.add(code, [evidence], rationale, rerank, context=diagnosis)
         rerank.codes = assembler.codes
         return assembler.build(), [extract, retrieve, rerank]
+
+    def code_one(self, diagnosis: tuple[str, str | Span, bool]) -> tuple[dict[str, str], tuple[str | None, str], StageTrace]:
+        """(candidates, (code or None, rationale), what the re-rank logged) for one diagnosis;
+        the diagnoses of a note are coded concurrently (`in_order`), each logging apart."""
+        text, evidence, past = diagnosis
+        part = StageTrace("rerank")
+        hits = self.kb.search(text, k=self.candidates, source="all")
+        options = {hit.code: hit.description for hit in hits}
+        if not options:
+            return options, (None, ""), part
+        return options, self.pick(text, evidence, options, choose(text, hits, historical=past), part), part
 
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str | Span, bool]]:
         """(diagnosis, evidence, documented as past) for every diagnosis to code. The rules'

@@ -59,6 +59,14 @@ class StageTrace:
     def drop(self, item: str, reason: str) -> None:
         self.dropped.append(Dropped(item, reason))
 
+    def extend(self, part: StageTrace) -> None:
+        """Append what `part` (the same stage's record of one item, made apart, e.g. on another
+        thread) proposed, kept, dropped and logged."""
+        self.proposed.extend(part.proposed)
+        self.kept.extend(part.kept)
+        self.dropped.extend(part.dropped)
+        self.log.extend(part.log)
+
     def pass_on(self, codes) -> None:
         """Add `codes` to the codes passed on, without repeats, in order."""
         for code in codes:

@@ -14,6 +14,7 @@ import dspy
 
 from icd_graph.errors import IcdError
 from programs.base import CodingProgram, evidence_missing, has_model, run_stage
+from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses
 from programs.guarantees import Assembler, tokens
 from programs.medcoder import MedCoder
@@ -26,6 +27,7 @@ NUMBER = re.compile(r"\d+")
 
 class Verify(CodingProgram):
     name = "verify"
+    kb_parts = ("search", "graph")
 
     def __init__(self, kb, first_pass: CodingProgram | None = None, expansions=EXPANSIONS, max_options: int = 20, **options):
         super().__init__(kb, **options)
@@ -39,19 +41,15 @@ class Verify(CodingProgram):
         proposals, traces = self.proposals(note)
         expand, select = StageTrace("expand", codes=[]), StageTrace("select", codes=[])
         assembler = Assembler(self.kb, note)
-        for raw, quote in proposals:
-            ranked = self.group(raw, quote, expand)
+        for (raw, quote), (ranked, group, out, grouped, selected) in zip(proposals, in_order(self.verify_one, proposals, has_model())):
+            expand.extend(grouped)
             if not ranked:
                 expand.drop(raw, "neither the code nor any neighbour is a billable code of the release")
                 continue
             expand.pass_on(ranked)
-            group = sorted(ranked)
+            select.extend(selected)
             descriptions = [self.kb.require(code).description for code in group]
             rule = ranked[0]
-            options = [f"{i}. {text}" for i, text in enumerate(descriptions, 1)]
-            out = None
-            if has_model():
-                out = run_stage(self.select, select, evidence=quote, options=options, suggested=str(group.index(rule) + 1))
             index = _choice(out.choice, descriptions) if out else None
             if index is None:
                 code = rule
@@ -64,6 +62,22 @@ class Verify(CodingProgram):
             assembler.add(code, [quote], rationale, select, quote)
         select.codes = assembler.codes
         return assembler.build(), traces + [expand, select]
+
+    def verify_one(self, proposal: tuple[str, str]) -> tuple[list[str], list[str], dspy.Prediction | None, StageTrace, StageTrace]:
+        """(the group closest first, the group sorted, the selection or None, what expansion and
+        selection logged) for one proposed code; the proposals of a note are verified
+        concurrently (`in_order`), each logging apart."""
+        raw, quote = proposal
+        grouped, selected = StageTrace("expand"), StageTrace("select")
+        ranked = self.group(raw, quote, grouped)
+        if not ranked:
+            return ranked, [], None, grouped, selected
+        group = sorted(ranked)
+        out = None
+        if has_model():
+            options = [f"{i}. {self.kb.require(code).description}" for i, code in enumerate(group, 1)]
+            out = run_stage(self.select, selected, evidence=quote, options=options, suggested=str(group.index(ranked[0]) + 1))
+        return ranked, group, out, grouped, selected
 
     def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:
         """Worked demos from a note's gold codes: an excerpt -> the codes and their sentences

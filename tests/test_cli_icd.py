@@ -30,6 +30,8 @@ def test_expand_search_index_validate(kb_path):
     assert icd("search", "the of", db=kb_path).stdout.strip() == "nothing matches 'the of'"
     entries = json.loads(icd("index", "Diabetes", "type 2", "with", "retinopathy", "--json", db=kb_path).stdout)
     assert entries[0]["billable_codes"] == ["E11.319"]
+    external = json.loads(icd("index", "Fall", "--index", "eindex", "--limit", "2", "--json", db=kb_path).stdout)
+    assert [e["source"] for e in external] == ["eindex", "eindex"] and external[0]["code"] == "W19"
     ok = icd("validate", "E11.9", "I10", "--json", db=kb_path)
     assert ok.returncode == 0
     bad = icd("validate", "E11", "E11.9", "--json", db=kb_path)

@@ -186,3 +186,10 @@ def test_table_rows_closest_first_with_resolved_cells(kb):
 def test_unknown_table_is_an_icd_error(kb):
     with pytest.raises(IcdError, match="unknown table"):
         kb.table("procedures", "knee")
+
+
+def test_index_paths_name_a_code_in_the_words_of_the_index(kb):
+    assert kb.index_paths("I10") == ["Hypertension, hypertensive"]
+    assert "Neoplasm, neoplastic, pituitary, Benign" in kb.index_paths("D35.2")
+    assert "Fall, falling" in kb.index_paths("W19.XXXA")
+    assert kb.index_paths("E11") == []  # a category: the index resolves to billable codes

@@ -1,13 +1,16 @@
-"""A scripted OpenAI-compatible chat server on 127.0.0.1 for end-to-end tests: it answers
-/v1/chat/completions in DSPy's ChatAdapter format, choosing the reply by which signature the
-prompt is for (the output fields named in the system message)."""
+"""A scripted OpenAI-compatible chat server on 127.0.0.1 for end-to-end tests and benchmarks: it
+answers /v1/chat/completions in DSPy's ChatAdapter format, choosing the reply by which signature
+the prompt is for (the output fields named in the system message), optionally after a fixed
+latency (`delay`), as a remote model would."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CODE = re.compile(r"\b[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?\b")
@@ -48,6 +51,45 @@ def closest_number(text: str, query: str, listing: str) -> str:
 def all_codes(text: str, name: str) -> list[str]:
     return list(dict.fromkeys(re.findall(r'"([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?):', section(text, name))))
 
+
+def listed_problems(user: str) -> list[str]:
+    """The present problems an extract prompt lists ('text (present)' -> 'text')."""
+    try:
+        listed = json.loads(section(user, "problems").split("\n\n")[0] or "[]")
+    except ValueError:
+        return []
+    return [item.rsplit(" (", 1)[0] for item in listed if str(item).endswith("(present)")]
+
+
+def echo_problems(user: str) -> dict[str, list[str]]:
+    """MedCoder's extract answer: the rules' present problems, each quoting the note's line that
+    names it."""
+    problems = listed_problems(user)
+    lines = section(user, "note").splitlines()
+    quotes = [next((line.strip() for line in lines if problem in line), problem) for problem in problems]
+    return {"diagnoses": problems, "evidence": quotes}
+
+
+def echo_statements(user: str) -> dict[str, list[str]]:
+    """CLH's extract answer: the rules' present problems, each led by its first word."""
+    problems = listed_problems(user)
+    return {"statements": problems, "lead_terms": [problem.split()[0].capitalize() for problem in problems]}
+
+
+def echo_codes(user: str) -> dict[str, list[str]]:
+    """Verify's proposals: the codes the rules suggest, each with the words they code."""
+    try:
+        suggested = json.loads(section(user, "suggested").split("\n\n")[0] or "[]")
+    except ValueError:
+        suggested = []
+    pairs = [str(item).split(": ", 1) for item in suggested if ": " in str(item)]
+    return {"codes": [code for code, _ in pairs], "evidence": [words for _, words in pairs]}
+
+
+ECHO_SCRIPT: dict[str, Reply] = {"diagnoses": echo_problems, "statements": echo_statements, "codes": echo_codes}
+"""First stages that answer with what the rules found: one re-rank (MedCoder), one navigation and
+validation (CLH) or one selection (verify) per problem, as a model that agrees with the rules
+would."""
 
 # The signature of a prompt is told by the output field it asks for (checked in this order).
 DEFAULT_SCRIPT: dict[str, Reply] = {
@@ -92,11 +134,21 @@ def render(fields: dict[str, object] | str) -> str:
     return "\n\n".join(parts + ["[[ ## completed ## ]]"])
 
 
+class Listener(ThreadingHTTPServer):
+    """A thread per request, and a backlog for many clients at once (the default of 5 makes the
+    sixth concurrent connection wait for a SYN retry, a second)."""
+
+    request_queue_size = 256
+
+
 class ScriptedServer:
     """`with ScriptedServer() as server:` serves at `server.url` ('http://127.0.0.1:PORT/v1')."""
 
-    def __init__(self, script: dict[str, Reply] | None = None):
+    def __init__(self, script: dict[str, Reply] | None = None, delay: float = 0.0):
         self.script = {**DEFAULT_SCRIPT, **(script or {})}
+        self.delay = delay
+        self.at_once = self.most_at_once = 0
+        self._counting = threading.Lock()
         self.requests: list[dict] = []
         server = self
 
@@ -104,7 +156,10 @@ class ScriptedServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
-                content = server.answer(body["messages"])
+                with server.counting():
+                    if server.delay:
+                        time.sleep(server.delay)
+                    content = server.answer(body["messages"])
                 if content is None:
                     self.send_error(503, "scripted outage")
                     return
@@ -126,9 +181,21 @@ class ScriptedServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = Listener(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """Counts the requests being answered at once (`most_at_once`: the most so far)."""
+        with self._counting:
+            self.at_once += 1
+            self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            yield
+        finally:
+            with self._counting:
+                self.at_once -= 1
 
     def answer(self, messages: list[dict]) -> str | None:
         """The reply's text (a subclass may return None: the server then answers HTTP 503)."""

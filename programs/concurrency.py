@@ -1,0 +1,105 @@
+"""One budget of threads for a run (`--threads`): the notes of a batch and the stage calls of one
+note that do not depend on each other (MedCoder's re-ranks, CLH's look-ups, verify's selections)
+share it. A note's independent calls run on the budget's free threads at that moment (with none
+free, one after the other on the note's own thread) and come back in order, so a note's codes
+and trace are those of a sequential run."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_CURRENT: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("icd_budget", default=None)
+
+
+class Budget:
+    """At most `threads` threads at work at once: the threads coding notes (each holds one
+    slot while it codes) and the helpers that run a note's independent stage calls."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+        self._slots = threading.BoundedSemaphore(self.threads)
+        self._helpers: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def note(self) -> Iterator[None]:
+        """Holds a slot while the calling thread codes a note, with this budget current."""
+        with self._slots:
+            token = _CURRENT.set(self)
+            try:
+                yield
+            finally:
+                _CURRENT.reset(token)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """`[fn(item) for item in items]`, the items shared between the calling thread and as
+        many helpers as the budget has free slots. The first failure (in item order) is raised
+        once the items already started have finished; no item starts after a failure."""
+        results: list = [None] * len(items)
+        errors: list[BaseException | None] = [None] * len(items)
+        order = iter(range(len(items)))
+        taking = threading.Lock()
+        failed = threading.Event()
+
+        def work() -> None:
+            while True:
+                with taking:
+                    index = None if failed.is_set() else next(order, None)
+                if index is None:
+                    return
+                try:
+                    results[index] = fn(items[index])
+                except BaseException as exc:  # re-raised below, in item order
+                    errors[index] = exc
+                    failed.set()
+
+        def helper() -> None:
+            try:
+                work()
+            finally:
+                self._slots.release()
+
+        started = []
+        for _ in range(len(items) - 1):
+            if not self._slots.acquire(blocking=False):
+                break
+            started.append(self._pool().submit(contextvars.copy_context().run, helper))
+        work()
+        for future in started:
+            future.result()
+        first = next((exc for exc in errors if exc is not None), None)
+        if first is not None:
+            raise first
+        return results
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._helpers is None:
+                self._helpers = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="icd-stage")
+            return self._helpers
+
+    def close(self) -> None:
+        with self._lock:
+            if self._helpers is not None:
+                self._helpers.shutdown(wait=True)
+                self._helpers = None
+
+
+def in_order(fn: Callable[[T], R], items: Sequence[T], concurrent: bool = True) -> list[R]:
+    """`[fn(item) for item in items]`: concurrently within the budget of the note being coded
+    (see `Budget.map`); one after the other when not `concurrent` (work that only computes,
+    such as the rules with no model, gains nothing from threads), without a budget, or with a
+    budget of one thread."""
+    budget = _CURRENT.get()
+    items = list(items)
+    if not concurrent or budget is None or budget.threads == 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    return budget.map(fn, items)
