@@ -301,7 +301,7 @@ def main() -> int:
         env = {**{name: str(path) for name, path in data.items()}, **os.environ,
                "ICD_TEST_KB": str(kb), "DSPY_CACHEDIR": str(scratch / "dspy"), "PYTHONDONTWRITEBYTECODE": "1"}
         log(f"building the knowledge base once: {kb}", args.json)
-        subprocess.run([sys.executable, "cli.py", "icd", "build", "--source", env["ICD10CM_SOURCE"], "--db", str(kb)],
+        subprocess.run([sys.executable, "cli.py", "icd", "build", "--no-dense", "--source", env["ICD10CM_SOURCE"], "--db", str(kb)],
                        cwd=root, env=env, check=True, capture_output=True)
         timeouts = {}
         for target in targets:
