@@ -160,6 +160,9 @@ class ScriptedServer:
                     if server.delay:
                         time.sleep(server.delay)
                     content = server.answer(body["messages"])
+                if content is None:
+                    self.send_error(503, "scripted outage")
+                    return
                 payload = {
                     "id": "chatcmpl-scripted",
                     "object": "chat.completion",
@@ -194,7 +197,8 @@ class ScriptedServer:
             with self._counting:
                 self.at_once -= 1
 
-    def answer(self, messages: list[dict]) -> str:
+    def answer(self, messages: list[dict]) -> str | None:
+        """The reply's text (a subclass may return None: the server then answers HTTP 503)."""
         return render(self.reply(messages))
 
     def reply(self, messages: list[dict]) -> dict[str, object] | str:
