@@ -29,6 +29,7 @@ EXPANSIONS = (
 MAX_COMPLETIONS = 20
 MAX_SEE_DEPTH = 3
 GENERIC_REFERENCES = frozenset({"condition"})
+_WITHOUT = re.compile(r"\bwithout\b([^,;.]*?)(?=[,;.]|\bwith\b|$)", re.IGNORECASE)
 TABLES = ("neoplasm", "drug")
 INDEXES = ("index", "eindex")
 
@@ -477,12 +478,13 @@ _GENERIC_COLUMN_WORDS = frozenset(tokenize("behavior primary"))
 
 
 class _Term:
-    __slots__ = ("id", "source", "parent_id", "level", "title", "path", "code", "see", "see_also", "tokens", "children")
+    __slots__ = ("id", "source", "parent_id", "level", "title", "path", "code", "see", "see_also", "tokens", "modifiers", "children")
 
-    def __init__(self, row: tuple, tokens: frozenset[str]):
+    def __init__(self, row: tuple, tokens: frozenset[str], modifiers: frozenset[str]):
         self.id, self.source, self.parent_id, self.level, self.title, self.path = row[:6]
         self.code, self.see, self.see_also = row[6:9]
         self.tokens = tokens
+        self.modifiers = modifiers - tokens
         self.children: list[int] = []
 
 
@@ -493,7 +495,7 @@ class _IndexTree:
     def __init__(self, cursor: duckdb.DuckDBPyConnection):
         self.tokenize = tokenize
         rows = cursor.execute(
-            """SELECT id, source, parent_id, level, title, path, code, see, see_also
+            """SELECT id, source, parent_id, level, title, path, code, see, see_also, nemod
                FROM index_terms WHERE source IN ('index', 'eindex', 'neoplasm') ORDER BY id"""
         ).fetchall()
         self.cells: dict[int, list[tuple[str, str]]] = {}
@@ -506,7 +508,7 @@ class _IndexTree:
         self.rows: dict[int, _Term] = {}
         self.mains: dict[str, list[int]] = {}
         for row in rows:
-            term = _Term(row, frozenset(tokenize(row[4] or "")))
+            term = _Term(row, frozenset(tokenize(row[4] or "")), frozenset(tokenize(row[9] or "")))
             self.rows[term.id] = term
             if term.parent_id is not None and term.parent_id in self.rows:
                 self.rows[term.parent_id].children.append(term.id)
@@ -545,9 +547,10 @@ class _IndexTree:
         if not mains:
             return []
         wanted = frozenset(self.tokenize(" ".join(terms)))
+        denied = frozenset(self.tokenize(" ".join(_WITHOUT.findall(" ".join(terms)))))
         best_key, best = None, None
         for rank, main in enumerate(mains):
-            for term_id, covered, extras in self._walk(main, wanted):
+            for term_id, covered, extras in self._walk(main, wanted, denied):
                 term = self.rows[term_id]
                 key = (len(covered), -extras, -rank, -term.level, -term.id)
                 if best_key is None or key > best_key:
@@ -588,13 +591,19 @@ class _IndexTree:
                     found.append(main)
         return found
 
-    def _walk(self, main: int, wanted: frozenset[str]):
-        """(term id, query tokens covered by its path, path tokens not asked for) per term."""
+    def _walk(self, main: int, wanted: frozenset[str], denied: frozenset[str] = frozenset()):
+        """(term id, query tokens covered by its path, path tokens not asked for) per term. The
+        nonessential modifiers on the path ('Hypertension (essential)') cover query words too,
+        and are never counted as not asked for. A subterm that names what the query denies ('with
+        macular edema' for '... without macular edema') covers none of it: those words count as
+        not asked for."""
         main_term = self.rows[main]
-        stack = [(main, main_term.tokens & wanted, 0)]
+        stack = [(main, (main_term.tokens | main_term.modifiers) & wanted, 0)]
         while stack:
             term_id, covered, extras = stack.pop()
             yield term_id, covered, extras
             for child in self.rows[term_id].children:
-                tokens = self.rows[child].tokens
-                stack.append((child, covered | (tokens & wanted), extras + len(tokens - wanted)))
+                term = self.rows[child]
+                against = frozenset() if "without" in term.tokens else term.tokens & denied
+                covered_here = ((term.tokens | term.modifiers) & wanted) - against
+                stack.append((child, covered | covered_here, extras + len(term.tokens - wanted) + len(against)))

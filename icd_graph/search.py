@@ -33,9 +33,14 @@ words, are one more list ('diabetic foot ulcer' -> E11.621 -> L97.5-). The lists
 fused by weighted reciprocal rank fusion (score = sum of WEIGHTS[list] / (RRF_K + rank)).
 Index scores are discounted by term depth (1 + LEVEL_DISCOUNT * level). The index uses a weaker
 length normalisation (b = INDEX_B) so that modifiers in parentheses do not bury a main term.
+A query that names no side gets, ahead of each code that names one, the same code of
+unspecified side ('distal radius fracture': S52.501A 'right radius' -> S52.509A 'unspecified
+radius'; `unsided_variants`, computed at build), since a coder codes the side the note
+documents and 'unspecified' when it documents none.
 After fusion a code that names another side (right, left, bilateral) or limb (upper, lower)
 than the query, or a personal or family history the query does not ask for, is discounted by
-CONFLICT_DISCOUNT; and the other encounter variants (7th character) of a code follow every
+CONFLICT_DISCOUNT, and a code that names a side the query does not name (and has an
+unspecified-side variant) by SIDE_DISCOUNT; and the other encounter variants (7th character) of a code follow every
 first variant, so that the top k holds k different conditions.
 With dense vectors (`icd_graph.dense`, the `dense` extra), `all` adds one more list: the codes
 of the documents most similar to the query's embedding, fused with weight WEIGHTS['dense']; an
@@ -92,6 +97,7 @@ DENSE_DOCS = 4
 FOLLOWED = 3
 MIN_SHARED = 2
 CONFLICT_DISCOUNT = 0.5
+SIDE_DISCOUNT = 0.8
 
 RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED, OTHER = (1 << bit for bit in range(8))
 _SIDES = RIGHT | LEFT | BILATERAL
@@ -252,13 +258,16 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     np.save(out_dir / "billable.npy", np.array([bool(row[3]) for row in rows]))
     np.save(out_dir / "encounter.npy", np.array([encounter_rank(row[1]) for row in rows], dtype=np.int8))
     parents = [i for i, row in enumerate(rows) if not _ENCOUNTER.search(row[1])]
-    np.save(out_dir / "encounter_groups.npy", np.array(
+    groups = np.array(
         [i if not _ENCOUNTER.search(row[1]) else parents[bisect_right(parents, i) - 1] for i, row in enumerate(rows)],
-        dtype=np.int32))
+        dtype=np.int32)
+    np.save(out_dir / "encounter_groups.npy", groups)
     np.save(out_dir / "depth.npy", depth)
     np.save(out_dir / "end.npy", subtree_ends(depth))
     np.save(out_dir / "parent.npy", tree_parents(depth))
-    np.save(out_dir / "flags.npy", np.array([description_flags(row[1]) for row in rows], dtype=np.int16))
+    flags = np.array([description_flags(row[1]) for row in rows], dtype=np.int16)
+    np.save(out_dir / "flags.npy", flags)
+    np.save(out_dir / "unsided.npy", unsided_variants([row[1] for row in rows], depth, groups, flags))
     _write_json(out_dir / "codes.json", codes)
     _write_json(out_dir / "additional.json", additional_codes(con.execute(_ADDITIONAL).fetchall(), position))
 
@@ -286,6 +295,36 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
     exact = [((essential, nonessential), kind, ref) for (essential, nonessential), kind, ref in exact if essential]
     _write_json(out_dir / "exact.json", [[" ".join(sorted(e)) for (e, _), *_ in exact], [" ".join(sorted(n)) for (_, n), *_ in exact]])
     np.save(out_dir / "exact_refs.npy", np.array([(kind, ref) for _, kind, ref in exact], dtype=np.int32))
+
+
+def unsided_variants(descriptions: list[str], depth: np.ndarray, groups: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per node, its unspecified-side variant when the node names a side (the same code,
+    encounter included, of the sibling condition that says everything it says but the side:
+    S52.501A 'Unspecified fracture of the lower end of right radius' -> S52.509A '... of
+    unspecified radius'; M25.511 'Pain in right shoulder' -> M25.519); -1 for none."""
+    parents = tree_parents(depth)
+    children: dict[int, list[int]] = {}
+    for i, parent in enumerate(parents.tolist()):
+        children.setdefault(parent, []).append(i)
+    side_words = {"right", "left", "bilateral", "unspecified"}
+
+    def words(i: int) -> set[str]:
+        return set(WORD.findall(descriptions[i].lower())) - side_words
+
+    variants = np.full(len(descriptions), -1, dtype=np.int32)
+    for position in np.flatnonzero(flags & _SIDES).tolist():
+        condition = int(groups[position])
+        encounter = descriptions[position][len(descriptions[condition]) :]
+        for sibling in children.get(int(parents[condition]), ()):
+            same = sibling + position - condition
+            if (
+                sibling != condition and not flags[sibling] & (_SIDES | OTHER) and same < len(groups)
+                and groups[same] == sibling and descriptions[same][len(descriptions[sibling]) :] == encounter
+                and words(condition) <= words(sibling)
+            ):
+                variants[position] = same
+                break
+    return variants
 
 
 def index_documents(con: duckdb.DuckDBPyConnection, terms: list[tuple], phrases_of: dict, resolved: dict, tables=TABLES) -> list[tuple]:
@@ -418,10 +457,12 @@ def _write_json(path: Path, payload) -> None:
 
 @dataclass(frozen=True)
 class Scored:
-    """A query's tabular scores and, for short queries, its matched words per node."""
+    """A query's tabular scores, for short queries its matched words per node, and whether it
+    names a side."""
 
     scores: np.ndarray
     words: np.ndarray | None
+    sided: bool = True
 
 
 class Searcher:
@@ -445,7 +486,7 @@ class Searcher:
 
             from icd_graph.errors import DatabaseMissing
 
-            if not all((self.folder / name).exists() for name in ("exact.json", "flags.npy", "parent.npy", "references.json", "additional.json")):
+            if not all((self.folder / name).exists() for name in ("exact.json", "flags.npy", "unsided.npy", "parent.npy", "references.json", "additional.json")):
                 raise DatabaseMissing(
                     f"no search index at {self.folder} (or one from an older version); "
                     "rebuild with `python cli.py icd build`"
@@ -463,6 +504,7 @@ class Searcher:
             self.discount = 1.0 + ENCOUNTER_DISCOUNT * np.load(self.folder / "encounter.npy")
             self.groups = groups = np.load(self.folder / "encounter_groups.npy")
             self.flags = np.load(self.folder / "flags.npy")
+            self.unsided = np.load(self.folder / "unsided.npy")
             self.references = {
                 frozenset(key.split()): [(key, reference)]
                 for key, reference in json.loads((self.folder / "references.json").read_text(encoding="utf-8")).items()
@@ -526,7 +568,8 @@ class Searcher:
             first = list(dict.fromkeys(ref for missing, kind, ref in exact if kind == TABULAR and not missing))
             rest = [i for i in _top(tabular_scores, k + len(first)) if i not in first]
             return [Match(self.codes[i], float(tabular_scores[i]), "", TABULAR) for i in (first + rest)[:k]]
-        scored = Scored(tabular_scores, self._words(tokens))
+        flags = query_flags(text)
+        scored = Scored(tabular_scores, self._words(tokens), bool(flags & _SIDES))
         exact_ranked = self._exact_ranked(exact, scored, source)
         index_ranked = self._index_ranked(tokens, scored)
         lists = [(EXACT, exact_ranked), (INDEX, index_ranked)]
@@ -535,7 +578,6 @@ class Searcher:
             lists.append((SEE, self._index_ranked(followed, scored)))
         if source == ALL:
             lists.insert(1, (TABULAR, self._tabular_ranked(scored)))
-        flags = query_flags(text)
         order, fused = self._order(lists, flags)
         additional = self._additional_ranked(order[:FOLLOWED], scored)
         if additional:
@@ -700,9 +742,13 @@ class Searcher:
 
     def _best(self, positions: np.ndarray, scored: Scored) -> list[int]:
         """At most EXPANSION billable positions (best tabular score, then shallower, then first),
-        preceded by at most EXPANSION siblings of an 'unspecified' one that match more query words
-        (a coder's next step: 'site unspecified' -> the site the query names)."""
+        each code that names a side the query does not name preceded by its unspecified-side
+        sibling, and all preceded by at most EXPANSION siblings of an 'unspecified' one that match
+        more query words (a coder's next steps: no side documented -> the unspecified side;
+        'site unspecified' -> the site the query names)."""
         best = self._ranked(positions[self.billable[positions]], scored.scores)
+        if not scored.sided:
+            best = list(dict.fromkeys(p for position in best for p in (int(self.unsided[position]), position) if p >= 0))
         unspecified = [p for p in best if self.flags[p] & UNSPECIFIED]
         if not unspecified or scored.words is None:
             return best
@@ -752,6 +798,8 @@ class Searcher:
         for doc in fused:
             if contradicts(flags, int(self.flags[doc])):
                 fused[doc] *= CONFLICT_DISCOUNT
+            elif self.unsided[doc] >= 0 and not flags & _SIDES:
+                fused[doc] *= SIDE_DISCOUNT
         first, variants, groups = [], [], set()
         for doc in sorted(fused, key=lambda doc: (-fused[doc], doc)):
             (variants if self.groups[doc] in groups else first).append(doc)

@@ -3,6 +3,7 @@ valid billable code of the loaded release, every evidence span quotes the note."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -12,6 +13,9 @@ from programs.errors import NoteError
 from programs.result import CodedDiagnosis, Evidence, Span, StageTrace
 from programs.spans import TOKEN, locate
 
+ENCOUNTER = re.compile(r", (?=(?:initial|subsequent) encounter|sequela$)", re.IGNORECASE)
+FILLER = frozenset({"of", "the", "and", "with", "in", "to", "or", "by", "for"})
+WITHOUT = re.compile(r"\bwithout\b(.*?)(?=,|\bwith\b|$)", re.IGNORECASE)
 
 
 def check_note(text: str, source: str = "the note") -> str:
@@ -38,7 +42,7 @@ class Repair:
 
 def repair_code(kb, raw: str, context: str = "") -> Repair:
     """Map LM text to a billable code: kept when billable, completed through the knowledge base
-    when it is a valid but non-billable or incomplete code, dropped otherwise."""
+    when it is a valid but non-billable or incomplete code (`best_billable`), dropped otherwise."""
     text = raw.strip().strip(".,;:'\"` ")
     if not text:
         return Repair(raw, None, "empty code")
@@ -46,21 +50,40 @@ def repair_code(kb, raw: str, context: str = "") -> Repair:
     if check.valid and check.billable:
         return Repair(raw, check.code, "")
     if check.completions:
-        chosen = best_billable(kb, check.completions, context)
+        chosen = best_billable(kb, check.code, context)
         return Repair(raw, chosen, f"{text} is not billable; completed to {chosen}")
     return Repair(raw, None, check.reason or f"{text} is not a billable code of the loaded release")
 
 
-def best_billable(kb, codes: Sequence[str], context: str) -> str:
-    """The code whose description shares most words with `context`; ties go to the
-    'unspecified' code, then to code order."""
-    wanted = tokens(context)
+def best_billable(kb, code: str, context: str) -> str:
+    """The billable code under `code` a coder would pick for `context`: the one that asserts most
+    of what the context asserts, then the one that asserts least that neither the context nor
+    `code` says (with no complication documented, the default 'without ...' code: 'diabetic
+    retinopathy' -> E11.319 '... without macular edema', not E11.311 '... with macular edema';
+    with no side, the unspecified side), then the initial encounter, then an 'unspecified'
+    code, then code order. Filler words ('of', 'with') count for nothing; what a 'without ...'
+    clause names is not asserted, in the context or in a description."""
+    said = asserted_words(context) - FILLER
+    known = said | tokens(kb.require(code).description) | FILLER
 
-    def rank(code: str):
-        description = kb.require(code).description
-        return (-len(wanted & tokens(description)), "unspecified" not in description.lower(), code)
+    def rank(candidate: str):
+        description = kb.require(candidate).description
+        condition, encounter = (ENCOUNTER.split(description) + [""])[:2]
+        asserted = asserted_words(condition)
+        return (
+            -len(said & (asserted | tokens(encounter))),
+            len(asserted - known),
+            encounter.lower().startswith(("subsequent", "sequela")),
+            "unspecified" not in description.lower(),
+            candidate,
+        )
 
-    return min(codes, key=rank)
+    return min(kb.complete(code), key=rank)
+
+
+def asserted_words(text: str) -> set[str]:
+    """The words `text` asserts: not those of its 'without ...' clauses, nor 'unspecified'."""
+    return tokens(WITHOUT.sub(" ", text)) - {"unspecified"}
 
 
 class Assembler:

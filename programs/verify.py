@@ -143,15 +143,17 @@ class Verify(CodingProgram):
 
     def group(self, raw: str, quote: str, trace: StageTrace) -> list[str]:
         """The proposed code (or its nearest known ancestor) and its billable neighbours: the
-        `max_options` closest to the evidence, closest first."""
+        `max_options` closest to the evidence, closest first; ties in the knowledge base's order
+        (the billable codes under the proposal shallowest first, then each expansion), so a
+        proposed category keeps its default ('E11' -> E11.9 'without complications')."""
         anchor = self.nearest_known(raw)
         if anchor is None:
             return []
-        members = set(self.kb.complete(anchor)[: self.max_options])
+        members = dict.fromkeys(self.kb.complete(anchor)[: self.max_options])
         for kind in self.expansions:
-            members.update(info.code for info in self.kb.expand(anchor, kind) if info.billable)
+            members.update(dict.fromkeys(info.code for info in self.kb.expand(anchor, kind) if info.billable))
         wanted = tokens(quote)
-        ranked = sorted(members, key=lambda c: (c != anchor, -len(wanted & tokens(self.kb.require(c).description)), c))
+        ranked = sorted(members, key=lambda c: (c != anchor, -len(wanted & tokens(self.kb.require(c).description))))
         group = ranked[: self.max_options]
         trace.proposed.append(f"{raw}: {len(members)} codes")
         trace.kept.append(f"{raw}: {', '.join(sorted(group))}")

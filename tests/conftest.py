@@ -27,7 +27,10 @@ def icd_source() -> Path:
 
 @pytest.fixture(scope="session")
 def kb_path(icd_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A knowledge base built once per session from the real source files."""
+    """A knowledge base built once per session from the real source files, or the one that
+    ICD_TEST_KB names (built by this checkout: tools/mutants.py builds one for all its runs)."""
+    if os.environ.get("ICD_TEST_KB"):
+        return Path(os.environ["ICD_TEST_KB"])
     from icd_graph.build import build
 
     db = tmp_path_factory.mktemp("kb") / "icd10cm.duckdb"

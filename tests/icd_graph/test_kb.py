@@ -38,14 +38,52 @@ def test_hierarchy_expansions(kb):
     siblings = codes("E11.9", "siblings")
     assert "E11.8" in siblings and "E11.9" not in siblings and "E11.A" in siblings
     assert codes("E11.311", "siblings") == ["E11.319"]
-    cousins = codes("E11.311", "cousins")  # grandparent E11.3, parent E11.31
-    assert "E11.321" in cousins and "E11.3591" not in cousins and "E11.36" not in cousins
-    assert "E11.319" not in cousins and "E11.311" not in cousins
+    # grandparent E11.3; its other children E11.32-E11.35 and E11.37 have children, E11.36 and
+    # E11.39 have none; the cousins are those children (not their own children, E11.3211 ...)
+    assert codes("E11.311", "cousins") == [
+        "E11.321", "E11.329", "E11.331", "E11.339", "E11.341", "E11.349",
+        "E11.351", "E11.352", "E11.353", "E11.354", "E11.355", "E11.359",
+        "E11.37X1", "E11.37X2", "E11.37X3", "E11.37X9",
+    ]
+    assert codes("S72.001A", "cousins") == [f"S72.00{side}{seventh}" for side in "29" for seventh in SEVENTH_FRACTURE]
     assert codes("S72.001", "children")[:2] == ["S72.001A", "S72.001B"]
     assert set(codes("E11.31", "descendants")) == {"E11.311", "E11.319"}
     assert codes("E11.9", "billable") == ["E11.9"]
+    # shallowest first: E11.36 and E11.39 are billable one level above E11.311; E11.321 and
+    # E11.351 are not billable (the eye is a 7th character), E11.37X1 is
+    assert codes("E11.3", "billable")[:7] == ["E11.36", "E11.39", "E11.311", "E11.319", "E11.37X1", "E11.37X2", "E11.37X3"]
     with pytest.raises(ValueError):
         kb.expand("E11.9", "uncles")
+
+
+SEVENTH_FRACTURE = "ABCDEFGHJKMNPQRS"
+
+
+def test_expansions_agree_with_the_parent_column_of_the_database(kb, kb_path):
+    """Each expansion of a few codes at different depths, recomputed in SQL from `nodes.parent`."""
+    import duckdb
+
+    with duckdb.connect(str(kb_path), read_only=True) as con:
+        def sql(query, code):
+            return [row[0] for row in con.execute(query, {"code": code}).fetchall()]
+
+        parent = "SELECT parent FROM nodes WHERE code = $code"
+        grandparent = f"SELECT parent FROM nodes WHERE code = ({parent})"
+        queries = {
+            "siblings": f"SELECT code FROM nodes WHERE parent = ({parent}) AND code <> $code ORDER BY seq",
+            "cousins": f"SELECT n.code FROM nodes n JOIN nodes p ON n.parent = p.code "
+                       f"WHERE p.parent = ({grandparent}) AND p.code <> ({parent}) ORDER BY n.seq",
+            "children": "SELECT code FROM nodes WHERE parent = $code ORDER BY seq",
+            "parent": "SELECT parent FROM nodes WHERE code = $code AND parent IS NOT NULL",
+        }
+        # the first chapter's nodes sit at the start of the tree: A00-A09's parent is node 0
+        for code in ("E11.9", "E11.311", "I10", "S72.001A", "J45.909", "M17.11", "A00-A09", "A00", "A00.0"):
+            for kind, query in queries.items():
+                assert [info.code for info in kb.expand(code, kind)] == sql(query, code), (code, kind)
+    assert [info.code for info in kb.expand("A00.0", "ancestors")] == ["A00", "A00-A09", "CH01"]
+    assert len(kb.expand("A00", "cousins")) == 157  # the categories of the other blocks of chapter 1
+    for chapter in ("CH01", "CH02"):
+        assert kb.expand(chapter, "parent") == kb.expand(chapter, "ancestors") == kb.expand(chapter, "cousins") == []
 
 
 def test_graph_neighbours(kb):
@@ -90,6 +128,16 @@ def test_index_navigation(kb):
     followed = kb.index_lookup(["Abdominalgia"])
     assert followed[0].see == "Pain, abdominal" and followed[1].path == "Pain, abdominal"
     assert kb.index_lookup(["Zzzyzzx"]) == []
+
+
+def test_index_navigation_reads_modifiers_and_denied_words_as_a_coder_does(kb):
+    # '(essential)' is a nonessential modifier of the main term: the main term covers it, not
+    # 'Hypertension, complicating, childbirth, pre-existing, essential' (O10.02)
+    assert kb.index_lookup(["Hypertension", "Essential hypertension, above goal."])[0].code == "I10"
+    # 'without macular edema' is the subterm 'mild' itself, not its subterm 'with macular edema'
+    statement = "Type 2 diabetes mellitus with mild nonproliferative diabetic retinopathy without macular edema"
+    assert kb.index_lookup(["Diabetes", statement])[0].code == "E11.329"
+    assert kb.index_lookup(["Diabetes", statement.replace("without", "with")])[0].code == "E11.321"
 
 
 def test_index_navigation_reaches_the_table_of_neoplasms_row_of_the_site(kb):

@@ -1,4 +1,5 @@
 import duckdb
+import numpy as np
 import pytest
 
 from icd_graph.build import build, search_dir_for
@@ -10,6 +11,7 @@ from icd_graph.search import (
     description_flags,
     query_flags,
     tabular_phrase,
+    unsided_variants,
 )
 from icd_graph.vocabulary import EPONYMS, WORD, fold, tokenize
 
@@ -107,8 +109,45 @@ def test_a_main_term_matches_exactly_in_any_of_its_spellings(kb_path):
 
 def test_proximal_and_distal_reach_the_upper_and_lower_end_of_a_bone(kb_path):
     searcher = Searcher(search_dir_for(kb_path))
-    assert searcher.search("distal radius fracture", k=1)[0].code == "S52.501A"
-    assert "S82.101A" in [h.code for h in searcher.search("proximal tibia fracture", k=5)]
+    # no side named: the unspecified radius / tibia, as a coder would code it
+    assert searcher.search("distal radius fracture", k=1)[0].code == "S52.509A"
+    tibia = [h.code for h in searcher.search("proximal tibia fracture", k=5)]
+    assert "S82.109A" in tibia and tibia.index("S82.109A") < tibia.index("S82.101A")
+
+
+@pytest.mark.parametrize(
+    "query, first",
+    [
+        ("wrist sprain", "S63.509A"), ("right wrist sprain", "S63.501A"),
+        ("shoulder pain", "M25.519"), ("left shoulder pain", "M25.512"),
+        ("otitis media", "H66.90"), ("bilateral otitis media", "H66.93"),
+        ("carpal tunnel syndrome", "G56.00"),
+        # 'bilateral' is the condition itself here, not a side: no unspecified-side variant
+        ("bitemporal hemianopia", "H53.47"),
+    ],
+)
+def test_a_query_without_a_side_ranks_the_unspecified_side_first(kb_path, query, first):
+    assert Searcher(search_dir_for(kb_path)).search(query, k=1)[0].code == first
+
+
+def test_unsided_variants_pair_a_sided_code_with_the_same_code_of_unspecified_side():
+    descriptions = [
+        "Fracture of lower end of radius",
+        "Fracture of lower end of right radius",
+        "Fracture of lower end of right radius, initial encounter",
+        "Fracture of lower end of right radius, sequela",
+        "Fracture of lower end of left radius",
+        "Fracture of lower end of left radius, initial encounter",
+        "Fracture of lower end of left radius, sequela",
+        "Fracture of lower end of unspecified radius",
+        "Fracture of lower end of unspecified radius, initial encounter",
+        "Fracture of lower end of unspecified radius, sequela",
+        "Heteronymous bilateral field defects",
+    ]
+    depth = np.array([4, 5, 6, 6, 5, 6, 6, 5, 6, 6, 5])
+    groups = np.array([0, 1, 1, 1, 4, 4, 4, 7, 7, 7, 10])
+    flags = np.array([description_flags(d) for d in descriptions])
+    assert unsided_variants(descriptions, depth, groups, flags).tolist() == [-1, 7, 8, 9, 7, 8, 9, -1, -1, -1, -1]
 
 
 EPONYM_CODES = {

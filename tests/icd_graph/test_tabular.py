@@ -166,10 +166,16 @@ def test_known_codes(con, code, parent, billable):
     assert con.execute("SELECT parent, billable FROM nodes WHERE code = ?", [code]).fetchone() == (parent, billable)
 
 
-@pytest.mark.parametrize("code", ["S06.377D", "S06.378S", "S06.0X7A", "W19", "S72.001"])
-def test_not_billable_or_absent(con, code):
-    row = con.execute("SELECT billable FROM nodes WHERE code = ?", [code]).fetchone()
-    assert row is None or row == (False,)
+@pytest.mark.parametrize("code", ["W19", "S72.001", "E11", "E11.31", "S06.377"])
+def test_parent_codes_are_present_and_not_billable(con, code):
+    assert con.execute("SELECT billable FROM nodes WHERE code = ?", [code]).fetchone() == (False,)
+
+
+@pytest.mark.parametrize("code", ["S06.377D", "S06.378S", "S06.0X7A", "W19.XXXZ", "E11.99"])
+def test_codes_the_tabular_list_does_not_allow_are_absent(con, code):
+    # S06 codes with a 6th character 7 or 8 (death) take only the initial encounter, and a
+    # concussion (S06.0X) has no 6th character 7; W19 lists A, D and S; E11.9 has no subcodes
+    assert con.execute("SELECT billable FROM nodes WHERE code = ?", [code]).fetchone() is None
 
 
 def test_s06_sixth_character_7_keeps_only_initial_encounter(con):

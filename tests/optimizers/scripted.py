@@ -1,8 +1,10 @@
 """A two-stage toy coding program and a scripted LM for optimizer tests.
 
 The scripted LM answers the coding stage correctly only for 'easy' notes, or when the prompt
-carries a demo, or when the stage instruction contains the keyword SPECIFIC - so bootstrapped
-demos or a proposed instruction measurably raise code F1. As a proposer / reflection model it
+carries demos that are all right (each demo's codes are the gold codes of its diagnoses: a
+demo with a wrong code teaches nothing), or when the stage instruction contains the keyword
+SPECIFIC - so well-chosen demos or a proposed instruction measurably raise code F1, and any
+demos do not. As a proposer / reflection model it
 answers every requested field (or a ``` block) with an instruction containing the keyword.
 A note containing 'garbled' gets an answer no adapter can parse.
 """
@@ -58,6 +60,19 @@ def _field(name: str, value) -> str:
     return f"[[ ## {name} ## ]]\n{value if isinstance(value, str) else json.dumps(value)}\n\n"
 
 
+CODES_FIELD = re.compile(r"\[\[ ## codes ## \]\]\s*(\[.*?\])", re.S)
+
+
+def taught(demos: list[str]) -> bool:
+    """True when the demo turns (user, assistant, user, ...) hold at least one coding demo and
+    every one of them pairs its diagnoses with their gold codes."""
+    pairs = [(user, answer) for user, answer in zip(demos[::2], demos[1::2]) if CODES_FIELD.search(answer)]
+    return bool(pairs) and all(
+        json.loads(CODES_FIELD.search(answer).group(1)) == [code for name in GOLD if name in user for code in GOLD[name]]
+        for user, answer in pairs
+    )
+
+
 class ScriptedEngine:
     def __init__(self, proposer_reply: str | None = INSTRUCTION, interrupt_at: int | None = None):
         self.proposer_reply = proposer_reply
@@ -87,7 +102,7 @@ class ScriptedEngine:
             return _field("diagnoses", found) + "[[ ## completed ## ]]"
         if "`diagnoses`" in system and "`codes`" in system:
             diagnoses = [name for name in GOLD if name in last]
-            good = "(easy)" in last or len(messages) > 1 or KEYWORD in system
+            good = "(easy)" in last or KEYWORD in system or taught(messages[:-1])
             gold = [code for name in diagnoses for code in GOLD[name]]
             return _field("codes", gold if good else [WRONG[code] for code in gold]) + "[[ ## completed ## ]]"
         return self.propose(system, last)

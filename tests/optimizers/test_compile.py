@@ -44,6 +44,28 @@ def test_demo_optimizers_raise_dev_f1(name, lm):
     assert run.lm_calls > 0
 
 
+def test_only_right_demos_raise_dev_f1(lm):
+    def scored(demos):
+        program = Toy()
+        program.assign.demos = demos
+        return run_optimizer_free_score(program)
+
+    right = dspy.Example(diagnoses=["essential hypertension"], codes=["I10"])
+    wrong = dspy.Example(diagnoses=["essential hypertension"], codes=["I11.9"])
+    assert scored([]) == 0.0
+    assert scored([wrong]) == 0.0
+    assert scored([right, wrong]) == 0.0
+    assert scored([right]) == 1.0
+
+
+def test_bootstrap_keeps_only_demos_that_pass_the_metric(lm):
+    # HARD_TRAIN notes are answered wrong without demos: no trace passes, so no demo is kept
+    # and the compiled program is no better than the hand-written one
+    run = run_optimizer(Toy(), HARD_TRAIN, DEV, get_optimizer("bootstrap"), SETTINGS)
+    assert run.program.assign.demos == []
+    assert (run.before.micro_f1, run.after.micro_f1) == (0.0, 0.0)
+
+
 def test_gepa_rewrites_the_instruction_from_feedback(lm):
     run = run_optimizer(Toy(), HARD_TRAIN, DEV, get_optimizer("gepa"), SETTINGS, proposer=lm)
     assert run.status == "complete"

@@ -3,12 +3,14 @@ calls; a model that only follows the format when shown demos codes notes after c
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import dspy
 import pytest
 
-from optimizers.compile import run_optimizer
+from optimizers.compile import evaluate_dev, run_optimizer
 from optimizers.registry import NoStageDemos, Settings, get_optimizer
 from programs.lm import make_lm
 from programs.registry import build_program
@@ -44,15 +46,34 @@ def test_a_note_without_its_gold_codes_gives_no_demos(kb):
         get_optimizer("gold-demos").build(None, None, Settings(), None).compile(build_program("medcoder", kb), [unrelated])
 
 
+def grounded(user: str, answer: str) -> bool:
+    """A demo whose answer its own input supports: its evidence quotes its note, its code is one
+    of its candidates."""
+    from tests.programs.scripted_server import section
+
+    if answer.lstrip().startswith("{"):  # DSPy's JSON fallback
+        fields = json.loads(answer)
+    else:
+        fields = {name: json.loads(value) if value.startswith("[") else value.strip()
+                  for name, value in re.findall(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", answer, flags=re.S)}
+    if "evidence" in fields and not all(quote in section(user, "note") for quote in fields["evidence"]):
+        return False
+    return "code" not in fields or f"{fields['code']}:" in section(user, "candidates")
+
+
 @pytest.fixture(scope="module")
 def demo_follower():
     """A scripted server that answers in the expected format only when the prompt holds demos
-    (like the small base model), and otherwise writes prose no adapter can parse."""
+    whose answers their inputs support (like the small base model, which learns the format from
+    demos), and otherwise writes prose no adapter can parse."""
     from tests.programs.scripted_server import ScriptedServer
 
     class DemoFollower(ScriptedServer):
-        def answer(self, messages):
-            return super().answer(messages) if len(messages) > 2 else "Sure, here is what I think about the note."
+        def answer(self, messages, as_json=False):
+            turns = [m["content"] for m in messages[1:-1]]
+            if turns and all(grounded(user, answer) for user, answer in zip(turns[::2], turns[1::2])):
+                return super().answer(messages, as_json)
+            return "Sure, here is what I think about the note."
 
     saved = dspy.cache
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
@@ -72,6 +93,15 @@ def test_compiled_medcoder_codes_notes_the_hand_written_one_cannot(kb, demo_foll
     assert run.before.micro_f1 == run.floor.micro_f1 < 0.5
     assert run.after.micro_f1 > 0.5
     assert len(run.program.extract.demos) == 1 and len(run.program.rerank.demos) == 2
+
+    # the same demos with answers their inputs do not support (quotes not in the note, a code
+    # that is not a candidate) teach nothing: back to the floor
+    ungrounded = run.program.deepcopy()
+    ungrounded.extract.demos[0].evidence = ["Patient denies chest pain." for _ in ungrounded.extract.demos[0].evidence]
+    for demo in ungrounded.rerank.demos:
+        demo.code = "J45.909"
+    with dspy.context(lm=make_lm("scripted", demo_follower.url)):
+        assert evaluate_dev(ungrounded, dev).micro_f1 == run.floor.micro_f1
 
 
 def test_clh_demos_walk_the_index_to_the_gold_code(kb):

@@ -167,6 +167,9 @@ class ScriptedServer:
                     if server.delay:
                         time.sleep(server.delay)
                     content = server.answer(body["messages"], as_json=constrained(body))
+                if content is None:
+                    self.send_error(503, "scripted outage")
+                    return
                 payload = {
                     "id": "chatcmpl-scripted",
                     "object": "chat.completion",
@@ -201,7 +204,8 @@ class ScriptedServer:
             with self._counting:
                 self.at_once -= 1
 
-    def answer(self, messages: list[dict], as_json: bool = False) -> str:
+    def answer(self, messages: list[dict], as_json: bool = False) -> str | None:
+        """The reply's text (a subclass may return None: the server then answers HTTP 503)."""
         reply = self.reply(messages)
         if as_json and not isinstance(reply, str):
             return json.dumps(reply, indent=2)

@@ -12,9 +12,10 @@ from pathlib import Path
 import dspy
 import pytest
 
+from icd_graph.records import SearchHit
 from programs.batch import code_note
-from programs.extractor import ProblemExtractor
-from programs.floor import choose, keep_problem, problem_query
+from programs.extractor import Problem, ProblemExtractor
+from programs.floor import best_entry, choose, keep_problem, problem_query, quality
 from programs.registry import PROGRAMS, build_program, default_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +136,48 @@ def test_an_uncertain_diagnosis_after_the_symptom_is_left_out_and_the_symptom_co
     query = problem_query(problem, [problem])
     assert query == "Left shoulder pain"
     assert code(kb, query) == "M25.512"
+
+
+def hit(code: str, description: str, source: str = "index", matched: str = "") -> SearchHit:
+    return SearchHit(code, description, 0.0, matched, source)
+
+
+def test_quality_is_the_share_of_defining_words_and_zero_for_a_with_the_problem_denies():
+    # 'status' is a qualifier: the defining words are asthma, without, asthmaticus
+    query = "Asthma without status asthmaticus"
+    assert quality(query, hit("J45.902", "Unspecified asthma with status asthmaticus")) == 0.0
+    assert quality(query, hit("J45.909", "Unspecified asthma, uncomplicated")) == pytest.approx(1 / 3)
+    assert quality("", hit("R69", "Illness, unspecified")) == quality("...", hit("R69", "Illness, unspecified")) == 0.0
+
+
+def test_choose_takes_a_hit_naming_three_quarters_and_says_how():
+    three_of_four = choose("Tear of medial meniscus knee", [hit("S83.209A", "Tear of medial meniscus")])
+    assert (three_of_four.code, three_of_four.quality) == ("S83.209A", 0.75)
+    assert three_of_four.reason == "names 75% of the problem's words (Tear of medial meniscus)"
+    exact = choose("Tear of medial meniscus knee", [hit("S83.209A", "Tear of medial meniscus", "exact+index", "Tear, meniscus")])
+    assert exact.reason == "exact index match (Tear, meniscus)"
+    assert choose("Tear of lateral meniscus knee ligament", [hit("S83.209A", "Tear of medial meniscus")]).code is None
+
+
+def test_a_type_joins_a_diabetic_complication_only_from_a_diabetes_problem():
+    def problem(text):
+        return Problem(text, None, "assessment", "present", "list")
+
+    nephropathy = problem("Diabetic nephropathy")
+    assert problem_query(nephropathy, [problem("Type 2 myocardial infarction"), nephropathy]) == "Diabetic nephropathy"
+    assert problem_query(nephropathy, [problem("Type 2 diabetes mellitus"), nephropathy]) == "Diabetic nephropathy, Type 2 diabetes"
+
+
+@pytest.mark.parametrize(
+    "statement, paths, entry",
+    [
+        ("Diabetes type 2 with retinopathy", ["Diabetes, diabetic", "Diabetes, diabetic, type 2, with, retinopathy"], 2),  # names more
+        ("Diabetes type 2", ["Diabetes, diabetic, type 2, with, retinopathy", "Diabetes, diabetic, type 2"], 2),  # adds less
+        ("Asthma, mild", ["Asthma, mild intermittent", "Asthma"], 2),  # 'mild' is a qualifier: not asked for
+        ("Asthma", ["Asthma, asthmatic", "Asthma, asthmatic"], 1),  # ties: the first
+        ("Asthma", [None, "Asthma"], 2),  # an entry without codes is never chosen
+        ("Asthma", [None, None], 0),
+    ],
+)
+def test_the_index_entry_the_rules_take(statement, paths, entry):
+    assert best_entry(statement, paths) == entry

@@ -10,17 +10,46 @@ def test_billable_code_is_kept_and_normalised(kb):
     assert repair_code(kb, " I10. ").code == "I10"
 
 
-def test_non_billable_code_is_completed_to_a_billable_descendant(kb):
+def test_an_incomplete_code_is_completed_to_the_index_default(kb):
+    # The alphabetic index prints E11.319 for 'Diabetes, type 2, with, retinopathy' (macular
+    # edema is a subterm of its own): the default when the note says no more.
+    (entry, *_) = kb.index_lookup(["Diabetes", "type 2", "with", "retinopathy"])
+    assert entry.path == "Diabetes, diabetic, type 2, with, retinopathy" and entry.code == "E11.319"
     repair = repair_code(kb, "E11.3", context="diabetic retinopathy")
-    assert repair.code and repair.code.startswith("E11.3")
-    assert kb.validate(repair.code).billable
-    assert "completed" in repair.reason
+    assert repair.code == "E11.319"
+    assert repair.reason == "E11.3 is not billable; completed to E11.319"
+
+
+@pytest.mark.parametrize(
+    "raw, context, code",
+    [
+        ("E11.3", "diabetic retinopathy with macular edema", "E11.311"),  # the edema is documented
+        ("E11.3", "diabetic retinopathy without macular edema", "E11.319"),  # ... and here denied
+        ("E11.64", "type 2 diabetes with hypoglycemia with coma", "E11.641"),
+        ("E11.64", "type 2 diabetes with hypoglycemia", "E11.649"),
+        ("E11.31", "", "E11.319"),
+        ("E11", "type 2 diabetes", "E11.9"),  # 'without complications'
+        ("W19", "fall at home", "W19.XXXA"),  # initial encounter
+        ("S72.001", "hip fracture", "S72.001A"),  # initial encounter for closed fracture
+        ("S72.001", "hip fracture, subsequent encounter, routine healing", "S72.001D"),
+        ("S52.5", "distal radius fracture", "S52.509A"),  # no side named: unspecified radius
+        ("M17", "osteoarthritis of the right knee", "M17.11"),
+        ("M17", "osteoarthritis of knee", "M17.9"),
+        ("J45", "asthma", "J45.909"),  # 'uncomplicated'
+        ("J45.9", "asthma exacerbation", "J45.901"),
+        ("N18", "chronic kidney disease stage 3", "N18.30"),  # stage 3, not stage 1
+        ("I25", "coronary artery disease", "I25.10"),  # 'without angina pectoris'
+    ],
+)
+def test_completion_picks_what_a_coder_would(kb, raw, context, code):
+    assert repair_code(kb, raw, context).code == code
 
 
 def test_unknown_and_malformed_codes_are_dropped_with_a_reason(kb):
-    for raw in ("U99.99", "not a code", ""):
-        repair = repair_code(kb, raw)
-        assert repair.code is None and repair.reason
+    reasons = {raw: repair_code(kb, raw) for raw in ("U99.99", "not a code", "", " . ")}
+    assert {raw: (r.code, r.reason) for raw, r in reasons.items()} == {
+        "U99.99": (None, "unknown code"), "not a code": (None, "malformed"), "": (None, "empty code"), " . ": (None, "empty code"),
+    }
 
 
 def test_assembler_repairs_locates_merges_and_logs(kb):
@@ -51,8 +80,11 @@ def test_reconcile_removes_excludes1_pairs_and_less_specific_codes(kb):
     assert reconcile(kb, ["E11.9", "E10.9"], trace) == ["E11.9"]
     assert "Excludes1" in trace.dropped[0].reason
     trace = StageTrace("reconcile")
-    assert reconcile(kb, ["E11.9", "E11.65", "I10", "I10"], trace) == ["E11.65", "I10"]
-    assert trace.dropped[0].item == "E11.9"
+    assert reconcile(kb, ["I10", "I10", "E11.9", "E11.65"], trace) == ["I10", "E11.65"]
+    assert [(d.item, d.reason) for d in trace.dropped] == [("E11.9", "less specific than E11.65 in the same category")]
+    assert reconcile(kb, ["E11.9", "E10.9", "I10"], StageTrace("r")) == ["E11.9", "I10"]
+    # a catch-all stays when its category has no other code
+    assert reconcile(kb, ["E78.5", "I10"], StageTrace("r")) == ["E78.5", "I10"]
     # 'Hyperlipidemia, unspecified' gives way to the pure hypercholesterolemia the note specifies
     assert reconcile(kb, ["E78.5", "E78.00"], StageTrace("r")) == ["E78.00"]
     # '..., unspecified eye' is specific about the rest: it stays beside another complication
