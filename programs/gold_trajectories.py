@@ -166,7 +166,7 @@ def gold_evidence(record: NoteRecord, label: str, kb, with_text: bool) -> GoldEv
     phrase, start, end = found
     text = record.text[start:end] if with_text else None
     around = statement(record.text, start, end) if with_text else None
-    code = billable[0] if len(billable) == 1 else best_billable(kb, billable, f"{phrase} {around or ''}")
+    code = billable[0] if len(billable) == 1 else best_billable(kb, info.code, f"{phrase} {around or ''}")
     return GoldEvidence(label, code, phrase, start, end, text, around)
 
 
@@ -176,7 +176,7 @@ def circumstance(kb, label: str, sibling: GoldEvidence) -> GoldEvidence:
     documented: the circumstances of the injury."""
     info = kb.require(label)
     billable = [info.code] if info.billable else kb.complete(info.code)[:MAX_COMPLETIONS]
-    code = billable[0] if len(billable) == 1 else best_billable(kb, billable, f"{sibling.phrase} {sibling.statement or ''}")
+    code = billable[0] if len(billable) == 1 else best_billable(kb, info.code, f"{sibling.phrase} {sibling.statement or ''}")
     return GoldEvidence(label, code, sibling.phrase, sibling.start, sibling.end, sibling.text, sibling.statement)
 
 
