@@ -65,7 +65,8 @@ TARGETS = (
     Target("floor rules", "programs/floor.py",
            ("keep_problem", "problem_query", "words", "quality", "best_entry", "choose"),
            ("tests/programs/test_floor.py",)),
-    Target("batch writer", "programs/batch.py", ("code_note", "BatchSummary.add_usage", "finished_ids", "Appender.write", "run_batch"),
+    Target("batch writer", "programs/batch.py", ("code_note", "code_record", "BatchSummary.record", "BatchSummary.finish", "BatchSummary.add_usage",
+            "finished_ids", "to_code", "Appender.write", "run_batch"),
            ("tests/programs/test_batch_files.py", "tests/programs/test_batch.py")),
 )
 
@@ -98,8 +99,8 @@ PLANTED = (
             "return sorted(j for u in uncles for j in self.children.get(u, ()))",
             "return sorted(j for u in uncles[:1] for j in self.children.get(u, ()))"),
     Planted("batch writer", "every error taken for a note error",
-            "except NoteError as exc:\n                        summary.failed",
-            "except Exception as exc:\n                        summary.failed"),
+            "except NoteError as exc:\n        return Outcome(record_id, failed",
+            "except Exception as exc:\n        return Outcome(record_id, failed"),
     Planted("code repair", "the first completion in code order (E11.311 for 'diabetic retinopathy')",
             "return min(kb.complete(code), key=rank)", "return min(kb.complete(code))"),
 )
