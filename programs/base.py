@@ -73,6 +73,11 @@ class CodingProgram(dspy.Module):
     def code_note(self, note: str) -> tuple[list[CodedDiagnosis], list[StageTrace]]:
         raise NotImplementedError
 
+    def block(self, code: str) -> str:
+        """The block of categories a code is in ('M17.11' -> 'M15-M19'), or its chapter."""
+        ancestors = [info.code for info in self.kb.expand(code, "ancestors")]
+        return next((a for a in ancestors if "-" in a), ancestors[-1] if ancestors else code)
+
     def problems(self, note: str, trace: StageTrace) -> tuple[list[Problem], list[Problem]]:
         """(the problems to code, every problem) the rule-based extractor reads in the note; each
         one not coded is dropped in `trace` with the reason."""

@@ -16,10 +16,10 @@ import dspy
 from icd_graph.codes import referenced
 from icd_graph.records import SearchHit
 from programs.answers import Codes, OneOf
-from programs.base import CodingProgram, has_model, listed_problems, run_stage
+from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, run_stage
 from programs.concurrency import in_order
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
-from programs.floor import best_entry, choose, problem_query
+from programs.floor import best_entry, choose, problem_query, vetted
 from programs.guarantees import Assembler, reconcile, tokens
 from programs.medcoder import PAST
 from programs.result import CodedDiagnosis, Span, StageTrace
@@ -138,13 +138,16 @@ class CodeLikeHumans(CodingProgram):
         """(statement, lead term, evidence, documented as past) over every part of the note,
         without repeats. The rules' problems are the statements (the index navigation finds each
         one's main term among its words); with a model, the LM's statements given those
-        problems, or the rules' when the LM gives none."""
+        problems (a statement the note does not hold is dropped), or the rules' when the LM gives
+        none."""
         kept, found = self.problems(note, trace)
         rules = [(problem_query(p, found), problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
         if not has_model():
             trace.kept.extend(p.text for p in kept)
             return rules
-        pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement", problems=listed_problems(found))
+        missing = evidence_missing(note)
+        pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement",
+                                lambda statement, _: missing(statement, statement), problems=listed_problems(found))
         if not pairs and rules:
             trace.log.append("the LM read no statement; the rules' problems are coded")
             return rules
@@ -172,6 +175,11 @@ class CodeLikeHumans(CodingProgram):
             choice = _number(out.choice) if out else rule
             if out is None:
                 trace.log.append(f"index: took entry {choice} under {term!r} (rules)")
+            elif 1 <= choice <= len(entries) and not entries[choice - 1].billable_codes:
+                pass  # a cross-reference: the walk goes on
+            elif vetoed := vetted(statement, str(rule), str(choice), {str(i): e.path for i, e in enumerate(entries, 1)}):
+                trace.log.append(f"index: {vetoed}")
+                choice = rule
             if 1 <= choice <= len(entries):
                 entry = entries[choice - 1]
                 trace.proposed.append(f"{statement}: {entry.path}")
@@ -218,7 +226,8 @@ class CodeLikeHumans(CodingProgram):
 
     def check(self, statement: str, candidates: list[str], paths: dict[str, str], trace: StageTrace, past: bool = False) -> list[str]:
         """The candidates the rules accept, or with a model those the LM accepts after reading
-        their tabular notes and the rules' choice."""
+        their tabular notes and the rules' choice, each naming the statement as the rules require
+        (`vetted`); the rules' choice when the LM accepts none of them."""
         trace.proposed.extend(f"{statement}: {code}" for code in candidates)
         suggested = self.rule_accepts(statement, candidates, paths, past)
         if not has_model():
@@ -231,10 +240,19 @@ class CodeLikeHumans(CodingProgram):
                         suggested=suggested)
         if out is None:
             return suggested
-        accepted = [str(code).strip() for code in out.accepted or []]
-        for code in accepted:
+        rule = suggested[0] if suggested else None
+        described = {code: f"{self.kb.require(code).description} {paths.get(code, '')}" for code in {*candidates, *suggested}}
+        accepted = []
+        for code in dict.fromkeys(str(code).strip() for code in out.accepted or []):
             if code not in candidates:
                 trace.log.append(f"{code} accepted for {statement!r} although not a candidate")
+            elif vetoed := vetted(statement, rule, code, described, self.block):
+                trace.log.append(vetoed)
+            else:
+                accepted.append(code)
+        if not accepted and suggested:
+            trace.log.append(f"the LM accepted none the rules would; the rules' {rule} stands")
+            accepted = suggested
         for code in candidates:
             if code not in accepted:
                 trace.drop(code, f"not accepted for {statement!r}: {out.rationale.strip()}")
@@ -253,9 +271,11 @@ class CodeLikeHumans(CodingProgram):
         return f"{title} | {text}" if text else title
 
     def settle(self, statements: list[str], assembler: Assembler, trace: StageTrace) -> None:
-        """The LM's final set, then the rules: no duplicates, no Excludes1 pairs, no less
-        specific code beside a more specific one. A code the LM adds is kept only when a 'use
-        additional code', 'code first' or 'code also' note of a validated code names it."""
+        """The validated codes and those the LM adds, then the rules: no duplicates, no Excludes1
+        pairs, no less specific code beside a more specific one. A code the LM adds is kept only
+        when a 'use additional code', 'code first' or 'code also' note of a validated code names
+        it; the LM removes a validated code only beside another code of the same statement (the
+        wrong eye beside the right one), never a statement's last code."""
         codes = assembler.codes
         if not codes:
             return
@@ -276,8 +296,15 @@ class CodeLikeHumans(CodingProgram):
             if code in codes or (code and self.pair(code, codes, assembler, trace, rationale)):
                 final.append(code)
         for code in codes:
-            if code not in final:
-                trace.drop(code, f"removed at reconciliation: {rationale}")
+            if code in final:
+                continue
+            quoted = set(map(str, assembler.quotes(code)))
+            beside = [other for other in final if other in codes and quoted & set(map(str, assembler.quotes(other)))]
+            if beside:
+                trace.drop(code, f"removed at reconciliation beside {beside[0]}: {rationale}")
+            else:
+                trace.log.append(f"the LM left out {code}, the only code of its statement; it stays")
+                final.append(code)
         final = reconcile(self.kb, final, trace)
         for code in assembler.codes:
             if code not in final:

@@ -5,6 +5,7 @@ and give every LM stage the answer it refines."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from icd_graph.records import SearchHit
@@ -32,6 +33,13 @@ UNCERTAIN_TAIL = re.compile(
     r",?\s+(?:(?:most\s+)?likely|possibl[ey]|probabl[ey]|suspicious for|suspected|concerning for|consistent with|"
     r"rule out|r/o|versus|vs\.?)\b.*$", re.I)
 MIN_QUALITY = 0.75
+# What an LM's choice must name of a problem when it differs from the rules' choice: less than the
+# rules need, so a model can code a combination the rules cannot ('Type 2 diabetes mellitus with
+# foot ulcer of the right great toe, limited to breakdown of skin': E11.621 names 5 of its 11
+# defining words; 'Hyperlipidemia. Continue atorvastatin': E78.5 names 1 of 3), but not a code
+# that shares next to nothing with it (E01.2 'Iodine-deficiency related goiter' for
+# 'Hypothyroidism').
+LM_MIN_QUALITY = 0.3
 CANDIDATES = 10
 TOP = 5
 
@@ -73,15 +81,38 @@ def quality(query: str, hit: SearchHit) -> float:
     """Share of the query's defining words (qualifiers and numbers aside: 'Obesity, BMI 31' is
     defined by 'obesity') that the hit's matched index path or description holds; a hit that
     says 'with' what the query says 'without' scores 0."""
+    return naming(query, hit.description, hit.matched)
+
+
+def naming(query: str, description: str, path: str = "") -> float:
+    """`quality` of a code's description and the index path that reached it."""
     wanted = {word for word in words(query) - QUALIFIERS if not word.isdigit()} or words(query)
     if not wanted:
         return 0.0
-    described = hit.description.lower()
+    described = description.lower()
     for absent in WITHOUT.findall(query.lower()):
         if f"with {absent}" in described and f"without {absent}" not in described:
             return 0.0
-    named = words(hit.matched) | words(hit.description)
-    return len(wanted & named) / len(wanted)
+    return len(wanted & (words(path) | words(description))) / len(wanted)
+
+
+def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, str],
+           block: Callable[[str], str] | None = None) -> str | None:
+    """Why an LM's `pick` for `query` gives way to the rules' choice `rule`, or None when it
+    stands. A pick other than the rules' must name as much of the problem's defining words (in
+    its description or index path: `described`) as the rules' choice does, up to `MIN_QUALITY`
+    (`LM_MIN_QUALITY` when the rules have none), and, given `block` (a code's block of categories), stay in the block of the
+    rules' choice: a model refines the floor's choice (its specificity, a sibling, a cousin), it
+    does not replace it with a guess ('Arthritis': M19.90 may become M17.11, not A02.23
+    'Salmonella arthritis')."""
+    if pick is None or pick == rule:
+        return None
+    bar = LM_MIN_QUALITY if rule is None else min(naming(query, described.get(rule, "")), MIN_QUALITY)
+    if naming(query, described.get(pick, "")) < bar:
+        return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
+    if block is not None and rule is not None and block(pick) != block(rule):
+        return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
+    return None
 
 
 def best_entry(statement: str, paths: list[str | None]) -> int:

@@ -16,7 +16,7 @@ from programs.answers import OneOf
 from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, naming_evidence, run_stage
 from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses, with_gold
-from programs.floor import Choice, choose, problem_query
+from programs.floor import Choice, choose, problem_query, vetted
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, Span, StageTrace
 from signatures import ExtractDiagnoses, RerankCandidates
@@ -66,7 +66,8 @@ class MedCoder(CodingProgram):
         options = {hit.code: hit.description for hit in hits}
         if not options:
             return options, (None, ""), part
-        return options, self.pick(text, evidence, options, choose(text, hits, historical=past), part), part
+        described = {hit.code: f"{hit.description} {hit.matched}" for hit in hits}
+        return options, self.pick(text, evidence, options, choose(text, hits, historical=past), part, described), part
 
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str | Span, bool]]:
         """(diagnosis, evidence, documented as past) for every diagnosis to code. The rules'
@@ -92,10 +93,12 @@ class MedCoder(CodingProgram):
             return rules
         return pairs
 
-    def pick(self, diagnosis: str, evidence: str | Span, options: dict[str, str], rule: Choice, trace: StageTrace) -> tuple[str | None, str]:
+    def pick(self, diagnosis: str, evidence: str | Span, options: dict[str, str], rule: Choice, trace: StageTrace,
+             described: dict[str, str]) -> tuple[str | None, str]:
         """(code or None, rationale): the rules' choice, or with a model the LM's among the
-        candidates given the rules' choice; an unreadable answer or a code outside the
-        candidates gives way to the rules' choice."""
+        candidates given the rules' choice; an unreadable answer, a code outside the candidates
+        or one that names too little of the diagnosis (`vetted`; `described`: each candidate's
+        description and index path) gives way to the rules' choice."""
         if not has_model():
             return rule.code, rule.reason
         listed = [f"{code}: {description}" for code, description in options.items()]
@@ -110,6 +113,10 @@ class MedCoder(CodingProgram):
         if code not in options:
             trace.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates; the coding rules' choice is used")
             return rule.code, f"coding rules (the re-ranker named a code outside the candidates): {rule.reason}"
+        vetoed = vetted(diagnosis, rule.code, code, described, self.block)
+        if vetoed:
+            trace.log.append(vetoed)
+            return rule.code, f"coding rules: {rule.reason}"
         return code, rationale
 
     def stage_demos(self, example: dspy.Example) -> dict[str, list[dspy.Example]]:

@@ -17,6 +17,7 @@ from programs.answers import Codes, OneOf
 from programs.base import CodingProgram, evidence_missing, has_model, run_stage
 from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses
+from programs.floor import vetted
 from programs.guarantees import Assembler, tokens
 from programs.medcoder import MedCoder
 from programs.result import CodedDiagnosis, StageTrace
@@ -57,6 +58,10 @@ class Verify(CodingProgram):
                 rationale = "first-pass code kept" + (" (selection unreadable)" if has_model() else "")
             else:
                 code, rationale = group[index], out.rationale.strip()
+                vetoed = vetted(quote, rule, code, dict(zip(group, descriptions)), self.block)
+                if vetoed:
+                    select.log.append(vetoed)
+                    code, rationale = rule, "first-pass code kept (the selection names too little of the evidence)"
             select.proposed.append(f"{raw} -> {code}")
             if code != raw:
                 select.log.append(f"{raw} replaced by {code}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from icd_graph.records import SearchHit
 from programs.batch import code_note
 from programs.extractor import Problem, ProblemExtractor
-from programs.floor import best_entry, choose, keep_problem, problem_query, quality
+from programs.floor import best_entry, choose, keep_problem, problem_query, quality, vetted
 from programs.registry import PROGRAMS, build_program, default_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +182,61 @@ def test_a_type_joins_a_diabetic_complication_only_from_a_diabetes_problem():
 )
 def test_the_index_entry_the_rules_take(statement, paths, entry):
     assert best_entry(statement, paths) == entry
+
+
+def block_of(kb):
+    return lambda code: next(a.code for a in kb.expand(code, "ancestors") if "-" in a.code)
+
+
+@pytest.mark.parametrize("query, rule, pick, why", [
+    # a guess that shares no word with the problem
+    ("Hypothyroidism", "E03.9", "E01.2", "names too little"),
+    # a code that names the problem but leaves the rules' block (A00-A09 for M15-M19)
+    ("Arthritis", "M19.90", "A02.23", "leaves the block"),
+    # more specific, in the block: the model refines the rules' choice
+    ("Type 2 diabetes mellitus with diabetic neuropathy", "E11.9", "E11.40", None),
+    # a combination the rules cannot code (E11.621 names 5 of 11 defining words)
+    ("Type 2 diabetes mellitus with foot ulcer of the right great toe, limited to breakdown of skin.", None, "E11.621", None),
+    ("Hypertension", "I10", "I10", None),
+])
+def test_an_lm_choice_stands_only_when_it_names_the_problem_within_the_rules_block(kb, query, rule, pick, why):
+    described = {code: kb.require(code).description for code in {rule, pick} - {None}}
+    vetoed = vetted(query, rule, pick, described, block_of(kb))
+    assert (why in vetoed) if why else vetoed is None, vetoed
+
+
+def test_every_program_with_a_model_that_guesses_codes_what_the_floor_codes(kb, diabetes_note):
+    """A model that invents diagnoses and statements, picks and accepts candidates of another
+    chapter or nothing, takes the last index entry or option and drops every code at
+    reconciliation for one no note asks for: what the rules check leaves the floor's codes."""
+    from programs.lm import make_lm
+    from tests.programs.scripted_server import ScriptedServer, all_codes, section
+
+    def farthest(options, evidence):
+        """The number of the option sharing fewest words with the evidence."""
+        said = set(re.findall(r"\w+", evidence.lower()))
+        listed = re.findall(r'"(\d+)\. ([^"]*)"', options)
+        return min(listed, key=lambda item: len(said & set(re.findall(r"\w+", item[1].lower()))))[0]
+
+    def elsewhere(codes, suggested):
+        return next((code for code in codes if code[0] != suggested[:1]), suggested)
+
+    script = {
+        "diagnoses": lambda user: {"diagnoses": ["Congestive heart failure"], "evidence": ["Congestive heart failure."]},
+        "statements": lambda user: {"statements": ["Kidney disease"], "lead_terms": ["Disease"]},
+        "codes": lambda user: {"codes": ["I50.9"], "evidence": ["Congestive heart failure."]},
+        "code": lambda user: {"code": elsewhere(all_codes(user, "candidates"), section(user, "suggested")), "rationale": "."},
+        "next_term": lambda user: {"choice": str(section(user, "entries").count('", "') + 1), "next_term": ""},
+        "accepted": lambda user: {"accepted": [c for c in all_codes(user, "candidates") if c[0] not in section(user, "suggested")][:1],
+                                  "rationale": "."},
+        "final_codes": lambda user: {"final_codes": ["J45.909"], "rationale": "."},
+        "options": lambda user: {"choice": farthest(section(user, "options"), section(user, "evidence")), "rationale": "."},
+    }
+    floor = {name: build_program(name, kb)(note=diabetes_note).codes for name in ("medcoder", "clh", "verify")}
+    with ScriptedServer(script) as scripted, dspy.context(lm=make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)):
+        guessed = {name: build_program(name, kb)(note=diabetes_note) for name in ("medcoder", "clh", "verify")}
+    assert floor["medcoder"] == ["E11.3299", "E11.42", "E66.9", "E78.5", "I10"]
+    for name, prediction in guessed.items():
+        assert prediction.codes == floor[name], name
+        logs = [line for stage in prediction.result.trace for line in stage.log]
+        assert any("stand" in line or "stays" in line for line in logs), name
