@@ -67,7 +67,7 @@ TARGETS = (
            ("tests/programs/test_floor.py",)),
     Target("batch writer", "programs/batch.py", ("code_note", "code_record", "BatchSummary.record", "BatchSummary.finish", "BatchSummary.add_usage",
             "finished_ids", "to_code", "Appender.write", "run_batch"),
-           ("tests/programs/test_batch_files.py", "tests/programs/test_batch.py")),
+           ("tests/programs/test_batch_files.py", "tests/programs/test_batch.py", "tests/programs/test_concurrency.py")),
 )
 
 
@@ -122,6 +122,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("expansions", "_Hierarchy.expand (line +17): `parent >= 0` -> `parent > 0`"): FIRST_NODE,
     ("expansions", "_Hierarchy.expand (line +17): `0` -> `1`"): FIRST_NODE,
     ("floor rules", "choose (line +13): `2` -> `3`"): "ranks are unique, so a third item never breaks a tie",
+    ("batch writer", "run_batch (line +40): delete `budget.close()`"):
+        "the stage helpers also end when the budget is collected (ThreadPoolExecutor's workers hold it weakly); "
+        "close() only ends them at once",
+    ("batch writer", "code_record (line +9): `False` -> `True`"):
+        "ensure_ascii only escapes non-ASCII characters: every JSON reader reads the same line",
     ("batch writer", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):
         "json.loads(line)['id'] raises nothing else",
     ("batch writer", "Appender.write (line +6): delete `os.fsync(self._handle.fileno())`"):

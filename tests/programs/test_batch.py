@@ -49,7 +49,7 @@ def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_pat
         assert [row["codes"] for row in lines(out)] == [["I10"], ["E11.65"]]
 
         server.down = False
-        lm.history.append({"cost": 0.25})  # a priced call made with the same LM before this run
+        lm.spent = 0.25  # the cost of priced calls made with the same LM before this run
         before, seen = len(server.requests), []
 
         def on_note(note_id):  # a note reported done is already in the file, for any reader
