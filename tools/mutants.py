@@ -136,8 +136,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("batch writer", "run_batch (line +19): `0` -> `1`"): "with no model there is no history to price: the cost is 0 from any start",
     ("batch writer", "run_batch (line +29): `continue` -> `break`"): LATER,
     ("batch writer", "run_batch (line +38): `continue` -> `break`"): LATER,
-    ("batch writer", "run_batch (line +37): delete `other.cancel()`"): CANCEL,
-    ("batch writer", "run_batch (line +47): delete `future.cancel()`"): CANCEL,
+    ("batch writer", "run_batch (line +33): delete `other.cancel()`"): CANCEL,
+    ("batch writer", "run_batch (line +38): delete `future.cancel()`"): CANCEL,
 }
 
 
