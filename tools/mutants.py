@@ -131,11 +131,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "json.loads(line)['id'] raises nothing else",
     ("batch writer", "Appender.write (line +6): delete `os.fsync(self._handle.fileno())`"):
         "durability against a machine crash (a reader already sees the flushed line); no test can crash the machine",
-    ("batch writer", "Appender.write (line +4): `False` -> `True`"):
-        "ensure_ascii: the same JSON values, non-ASCII characters written escaped",
-    ("batch writer", "run_batch (line +19): `0` -> `1`"): "with no model there is no history to price: the cost is 0 from any start",
-    ("batch writer", "run_batch (line +29): `continue` -> `break`"): LATER,
-    ("batch writer", "run_batch (line +38): `continue` -> `break`"): LATER,
+    ("batch writer", "run_batch (line +28): `continue` -> `break`"): LATER,
     ("batch writer", "run_batch (line +33): delete `other.cancel()`"): CANCEL,
     ("batch writer", "run_batch (line +38): delete `future.cancel()`"): CANCEL,
 }
