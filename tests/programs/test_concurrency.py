@@ -93,7 +93,7 @@ def test_helpers_only_take_free_slots():
 def test_a_notes_calls_at_once_give_the_codes_and_trace_of_a_sequential_run(kb, name):
     program = build_program(name, kb)
     note = problem_note(7, problems=4)
-    with ScriptedServer(ECHO_SCRIPT, delay=0.05) as server:
+    with ScriptedServer(ECHO_SCRIPT, delay=0.3) as server:
         lm = make_lm("scripted", server.url, cache=False, num_retries=0)
         sequential = code_note(program, note, lm)
         alone, server.most_at_once = server.most_at_once, 0
