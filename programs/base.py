@@ -17,10 +17,10 @@ from programs.chunking import split_note
 from programs.concurrency import in_order
 from programs.decoding import CONSTRAINED, decoding
 from programs.extractor import EXTRACTOR, Problem, ProblemExtractor
-from programs.floor import keep_problem
+from programs.floor import defining, keep_problem
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
-from programs.result import Answer, CodedDiagnosis, CodingResult, StageTrace
+from programs.result import Answer, CodedDiagnosis, CodingResult, Span, StageTrace
 from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
@@ -148,6 +148,26 @@ def naming_evidence(note: str, diagnosis: str, quote: str) -> str:
 def listed_problems(problems: list[Problem]) -> list[str]:
     """The extractor's problems as an LM stage reads them: 'text (status)'."""
     return [f"{' '.join(problem.text.split())} ({problem.assertion})" for problem in problems]
+
+
+def left_out(note: str, rules: list[tuple], spans: list[Span | None], read: list[tuple[str, str | Span]],
+             trace: StageTrace) -> list[tuple]:
+    """The rules' items whose problem (`spans`, one per item) the LM's (text, quote) pairs do
+    not cover, by a quote overlapping it or a text with the same defining words: the problems
+    the LM left out. They are coded too: a model adds to the rules' problems and refines them,
+    it does not remove them."""
+    quoted = [q if isinstance(q, Span) else locate(note, q).span for _, q in read]
+    named = [defining(text) for text, _ in read]
+    missed = []
+    for item, span in zip(rules, spans):
+        if span is None or any(r and r.start < span.end and span.start < r.end for r in quoted):
+            continue
+        words = defining(span.text)
+        if words and any(n and (n <= words or words <= n) for n in named):
+            continue
+        trace.log.append(f"the LM left out the rules' problem {span.text!r}; it is coded too")
+        missed.append(item)
+    return missed
 
 
 def evidence_missing(note: str) -> Callable[[str, str], str | None]:

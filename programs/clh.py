@@ -16,7 +16,7 @@ import dspy
 from icd_graph.codes import referenced
 from icd_graph.records import SearchHit
 from programs.answers import Codes, OneOf
-from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, run_stage
+from programs.base import CodingProgram, evidence_missing, has_model, left_out, listed_problems, run_stage
 from programs.concurrency import in_order
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
 from programs.floor import best_entry, choose, problem_query, vetted
@@ -138,8 +138,8 @@ class CodeLikeHumans(CodingProgram):
         """(statement, lead term, evidence, documented as past) over every part of the note,
         without repeats. The rules' problems are the statements (the index navigation finds each
         one's main term among its words); with a model, the LM's statements given those
-        problems (a statement the note does not hold is dropped), or the rules' when the LM gives
-        none."""
+        problems (a statement the note does not hold is dropped), and the rules' problems the LM
+        leaves out (`left_out`)."""
         kept, found = self.problems(note, trace)
         rules = [(problem_query(p, found), problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
         if not has_model():
@@ -148,10 +148,8 @@ class CodeLikeHumans(CodingProgram):
         missing = evidence_missing(note)
         pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement",
                                 lambda statement, _: missing(statement, statement), problems=listed_problems(found))
-        if not pairs and rules:
-            trace.log.append("the LM read no statement; the rules' problems are coded")
-            return rules
-        return [(statement, lead, statement, statement.lower().startswith(PAST)) for statement, lead in pairs]
+        read = [(statement, lead, statement, statement.lower().startswith(PAST)) for statement, lead in pairs]
+        return read + left_out(note, rules, [p.span for p in kept], [(statement, statement) for statement, _ in pairs], trace)
 
     def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> tuple[list[str], dict[str, str]]:
         """Billable codes reached by walking the index from `lead_term` in at most `max_steps`

@@ -84,9 +84,15 @@ def quality(query: str, hit: SearchHit) -> float:
     return naming(query, hit.description, hit.matched)
 
 
+def defining(text: str) -> set[str]:
+    """The words that say what a problem is: qualifiers and numbers aside ('Obesity, BMI 31' is
+    defined by 'obesity'), or all its words when that leaves none."""
+    return {word for word in words(text) - QUALIFIERS if not word.isdigit()} or words(text)
+
+
 def naming(query: str, description: str, path: str = "") -> float:
     """`quality` of a code's description and the index path that reached it."""
-    wanted = {word for word in words(query) - QUALIFIERS if not word.isdigit()} or words(query)
+    wanted = defining(query)
     if not wanted:
         return 0.0
     described = description.lower()

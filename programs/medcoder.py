@@ -13,7 +13,7 @@ from __future__ import annotations
 import dspy
 
 from programs.answers import OneOf
-from programs.base import CodingProgram, evidence_missing, has_model, listed_problems, naming_evidence, run_stage
+from programs.base import CodingProgram, evidence_missing, has_model, left_out, listed_problems, naming_evidence, run_stage
 from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.floor import Choice, choose, problem_query, vetted
@@ -74,7 +74,7 @@ class MedCoder(CodingProgram):
         problems (evidence: where the note writes them); with a model, the LM's diagnoses given
         those problems, without repeats, a diagnosis whose evidence is not in the note dropped and
         a quote that names none of the diagnosis's words replaced by the diagnosis as the note
-        writes it. When the LM gives none, the rules' problems are kept."""
+        writes it; the rules' problems the LM leaves out are coded too (`left_out`)."""
         kept, found = self.problems(note, trace)
         rules = [(problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
         if not has_model():
@@ -88,10 +88,7 @@ class MedCoder(CodingProgram):
             if evidence != quote:
                 trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
             pairs.append((diagnosis, evidence, diagnosis.lower().startswith(PAST)))
-        if not pairs and rules:
-            trace.log.append("the LM read no diagnosis; the rules' problems are coded")
-            return rules
-        return pairs
+        return pairs + left_out(note, rules, [p.span for p in kept], [(d, evidence) for d, evidence, _ in pairs], trace)
 
     def pick(self, diagnosis: str, evidence: str | Span, options: dict[str, str], rule: Choice, trace: StageTrace,
              described: dict[str, str]) -> tuple[str | None, str]:
@@ -109,6 +106,9 @@ class MedCoder(CodingProgram):
             return rule.code, f"coding rules (re-ranker output unreadable): {rule.reason}"
         code, rationale = pick.code.strip(), pick.rationale.strip()
         if not code or code.upper() == NONE:
+            if rule.code:
+                trace.log.append(f"the LM found no candidate for {diagnosis!r}; the rules' {rule.code} stands")
+                return rule.code, f"coding rules: {rule.reason}"
             return None, f"no candidate fits: {rationale}"
         if code not in options:
             trace.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates; the coding rules' choice is used")

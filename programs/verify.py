@@ -14,13 +14,14 @@ import dspy
 
 from icd_graph.errors import IcdError
 from programs.answers import Codes, OneOf
-from programs.base import CodingProgram, evidence_missing, has_model, run_stage
+from programs.base import CodingProgram, evidence_missing, has_model, left_out, run_stage
 from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses
 from programs.floor import vetted
 from programs.guarantees import Assembler, tokens
 from programs.medcoder import MedCoder
 from programs.result import CodedDiagnosis, StageTrace
+from programs.spans import locate
 from signatures import ProposeCodes, SelectBestMatch
 
 EXPANSIONS = ("parent", "siblings", "cousins", "neighbors1", "neighbors2")
@@ -113,7 +114,8 @@ class Verify(CodingProgram):
 
     def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
         """(code, evidence quote) pairs from the first pass, with its traces; without one, the
-        proposed codes whose evidence is in the note."""
+        proposed codes whose evidence is in the note, and the rules' codes of the problems the LM
+        left out (`left_out`)."""
         if self.first_pass is not None:
             result = self.first_pass(note=note).result
             for stage in result.trace:
@@ -131,9 +133,7 @@ class Verify(CodingProgram):
         trace = StageTrace("propose", codes=[])
         pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note),
                                 {"codes": Codes(self.kb.code_grammar())}, suggested=listed)
-        if not pairs and rules:
-            trace.log.append("the LM proposed no code; the rules' codes are verified")
-            pairs = rules
+        pairs += left_out(note, rules, [locate(note, quote).span for _, quote in rules], [(quote, quote) for _, quote in pairs], trace)
         trace.codes = [code for code, _ in pairs]
         return pairs, [trace]
 

@@ -44,7 +44,8 @@ def stage(result, name):
 def test_medcoder_retrieves_then_reranks(kb, diabetes_note):
     """An extractor that invents one diagnosis and quotes another in its own case and spacing, a
     re-ranker that names a code outside the candidates once: the program keeps what the note
-    documents, quotes the note itself, and codes each diagnosis from its candidates."""
+    documents, quotes the note itself, codes each diagnosis from its candidates, and codes the
+    rules' problems it left out (the two diabetic ones) too."""
     script = {
         "diagnoses": lambda user: {
             "diagnoses": ["Essential hypertension", "Hyperlipidemia", "Asthma", "Obesity"],
@@ -57,14 +58,16 @@ def test_medcoder_retrieves_then_reranks(kb, diabetes_note):
     with ScriptedServer(script) as scripted:
         lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
-    assert result.code_list == ["E66.9", "E78.5", "I10"]
+    assert result.code_list == ["E11.3299", "E11.42", "E66.9", "E78.5", "I10"]
     assert [(d.item, "not found in the note" in d.reason) for d in stage(result, "extract").dropped] == [("Asthma", True)]
+    left = [line for line in stage(result, "extract").log if "left out" in line]
+    assert len(left) == 2 and "'Diabetic peripheral polyneuropathy'" in left[1]
     quoted = {item.code: item.evidence[0] for item in result.codes}
     start = diabetes_note.index("Essential hypertension, above goal")
     assert (quoted["I10"].span.start, quoted["I10"].span.end, quoted["I10"].match) == (start, start + 34, "normalized")
     assert quoted["E78.5"].span.start == diabetes_note.index("Hyperlipidemia on atorvastatin 40 mg")
     retrieve = stage(result, "retrieve")
-    assert [line.split(":")[0] for line in retrieve.proposed] == ["Essential hypertension", "Hyperlipidemia", "Obesity"]
+    assert [line.split(":")[0] for line in retrieve.proposed][:3] == ["Essential hypertension", "Hyperlipidemia", "Obesity"]
     assert any("J45.909 for 'Obesity' is not among the retrieved candidates" in line for line in stage(result, "rerank").log)
 
 
@@ -73,8 +76,9 @@ RETINOPATHY = "Type 2 diabetes mellitus with mild nonproliferative diabetic reti
 
 def test_clh_walks_the_index_validates_and_reconciles(kb, diabetes_note):
     """A validator that accepts a wrong eye beside the right one and rejects the rest; a
-    reconciler that removes the wrong eye, drops a code nothing asks for and adds the code E11's
-    note asks for (oral hypoglycemics: metformin, glipizide). What a coder codes remains."""
+    reconciler that removes the wrong eye, leaves out the codes of the problems it was not shown
+    as statements (they stay), adds one nothing asks for (dropped) and the code E11's note asks
+    for (oral hypoglycemics: metformin, glipizide). What a coder codes remains."""
 
     def validate(user):
         candidates = all_codes(user, "candidates")
@@ -86,7 +90,7 @@ def test_clh_walks_the_index_validates_and_reconciles(kb, diabetes_note):
                                     "lead_terms": ["Diabetes", "Hypertension", "Hyperlipidemia"]},
         "next_term": lambda user: {"choice": "1", "next_term": ""},
         "accepted": validate,
-        "final_codes": lambda user: {"final_codes": ["E11.3293", "I10", "E78.5", "Z79.84", "E66.9"],
+        "final_codes": lambda user: {"final_codes": ["E11.3293", "I10", "E78.5", "Z79.84", "J45.909"],
                                      "rationale": "Bilateral; oral hypoglycemics."},
     }
     with ScriptedServer(script) as scripted:
@@ -94,14 +98,17 @@ def test_clh_walks_the_index_validates_and_reconciles(kb, diabetes_note):
         result = check_result(kb, diabetes_note, run(CodeLikeHumans(kb), lm, diabetes_note))
         prompts = [r["messages"][-1]["content"] for r in scripted.requests]
     assert [s.stage for s in result.trace] == ["extract", "navigate", "validate", "reconcile"]
-    assert result.code_list == ["E11.3293", "E78.5", "I10", "Z79.84"]
-    assert [d.item for d in stage(result, "validate").dropped] == ["E11.3292", "E11.3299"]
+    assert result.code_list == ["E11.3293", "E11.42", "E66.9", "E78.5", "I10", "Z79.84"]
+    assert [d.item for d in stage(result, "validate").dropped][:2] == ["E11.3292", "E11.3299"]
     reconciled = {d.item: d.reason for d in stage(result, "reconcile").dropped}
-    assert set(reconciled) == {"E11.3291", "E66.9"}
-    assert reconciled["E11.3291"].startswith("removed at reconciliation")
-    assert reconciled["E66.9"] == "added at reconciliation, but no validated code's note asks for it"
+    assert set(reconciled) == {"E11.3291", "J45.909"}
+    assert reconciled["E11.3291"] == "removed at reconciliation beside E11.3293: Bilateral; oral hypoglycemics."
+    assert reconciled["J45.909"] == "added at reconciliation, but no validated code's note asks for it"
+    stays = [line for line in stage(result, "reconcile").log if line.endswith("the only code of its statement; it stays")]
+    assert [line.split()[4].rstrip(",") for line in stays] == ["E11.42", "E66.9"]
     codes = {item.code: item for item in result.codes}
-    assert codes["Z79.84"].evidence == codes["E11.3293"].evidence
+    # both E11 codes' notes ask for it: it is quoted where each is
+    assert {e.span.text for e in codes["Z79.84"].evidence} == {RETINOPATHY, "Diabetic peripheral polyneuropathy"}
     assert codes["E11.3293"].evidence[0].span.text == RETINOPATHY
     assert stage(result, "reconcile").kept == result.code_list
     validator = [p for p in prompts if "[[ ## accepted ## ]]" in p and "E11.3293" in p]
@@ -145,7 +152,8 @@ def test_verify_shows_descriptions_only_and_maps_back(kb, lm, diabetes_note, ser
     assert [d.item for d in expand.dropped] == ["U99.99"]
     # 'E11' quoted as 'Type 2 diabetes mellitus': the selector, shown E11's group, picks the
     # default 'without complications'
-    assert result.code_list == ["E11.9", "I10"]
+    # the rules' problems the proposals leave out are verified too
+    assert result.code_list == ["E11.42", "E11.9", "E66.9", "E78.2", "I10"]
     assert "E11 replaced by E11.9" in stage(result, "select").log
     selections = [r["messages"][-1]["content"] for r in server.requests[before:] if "[[ ## options ## ]]" in r["messages"][-1]["content"]]
     assert selections
@@ -162,7 +170,7 @@ def test_medcoder_quotes_the_diagnosis_when_its_evidence_is_another_line(kb, dia
         lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
     quoted = {item.code[:3]: item.evidence[0].span.text for item in result.codes}
-    assert quoted == {"E78": "Hyperlipidemia", "E66": "Obesity"}
+    assert (quoted["E78"], quoted["E66"]) == ("Hyperlipidemia", "Obesity")
     assert len([line for line in stage(result, "extract").log if "is quoted instead" in line]) == 2
 
 
@@ -176,7 +184,7 @@ def test_verify_drops_a_proposal_whose_evidence_is_not_in_the_note(kb, diabetes_
         lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(Verify(kb), lm, diabetes_note))
     propose = stage(result, "propose")
-    assert propose.kept == ["I10"] and propose.codes == ["I10"]
+    assert propose.kept == ["I10"] and propose.codes == ["I10", "E11.3299", "E11.42", "E66.9", "E78.5"]
     assert [(d.item, "not found in the note" in d.reason) for d in propose.dropped] == [("J45.909", True)]
     assert not [code for code in result.code_list if code.startswith("J45")]
 
@@ -186,11 +194,10 @@ def test_verify_over_another_program(kb, lm, diabetes_note):
     assert [s.stage for s in result.trace] == ["first_pass.extract", "first_pass.retrieve", "first_pass.rerank", "expand", "select"]
     # MedCoder's E11.65 and I10, each confirmed by the selector among its neighbours, quoted
     # where MedCoder quoted them
-    assert stage(result, "first_pass.rerank").kept == ["I10", "E11.65"]
-    assert result.code_list == ["E11.65", "I10"]
-    assert {item.code: item.evidence[0].span.text for item in result.codes} == {
-        "E11.65": "uncontrolled with hyperglycemia", "I10": "Essential hypertension, above goal."
-    }
+    assert stage(result, "first_pass.rerank").kept == ["I10", "E11.65", "E11.42", "E78.5", "E66.9"]
+    assert result.code_list == ["E11.42", "E11.65", "E66.9", "E78.2", "I10"]
+    quoted = {item.code: item.evidence[0].span.text for item in result.codes}
+    assert (quoted["E11.65"], quoted["I10"]) == ("uncontrolled with hyperglycemia", "Essential hypertension, above goal.")
 
 
 def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
@@ -204,9 +211,10 @@ def test_unparseable_output_falls_back_and_is_logged(kb, diabetes_note):
     with ScriptedServer(garbage) as broken:
         lm = make_lm("hosted_vllm/scripted", broken.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(CodeLikeHumans(kb), lm, diabetes_note))
-    # the fallbacks: the coding rules' index entry and candidate, the validated codes
-    assert result.code_list == ["E78.5", "I10"]
-    assert [sum("stage fallback used" in line for line in stage(result, name).log) for name in ("navigate", "validate", "reconcile")] == [2, 2, 1]
+    # the fallbacks: the coding rules' index entry and candidate, the validated codes, for the two
+    # statements and the three problems the rules add
+    assert result.code_list == ["E11.3299", "E11.42", "E66.9", "E78.5", "I10"]
+    assert [sum("stage fallback used" in line for line in stage(result, name).log) for name in ("navigate", "validate", "reconcile")] == [5, 5, 1]
     assert "reconciler returned no codes; the validated codes are kept" in stage(result, "reconcile").log
 
 
@@ -219,7 +227,7 @@ def test_a_loosely_formatted_answer_is_read_leniently(kb, diabetes_note):
     with ScriptedServer(bullets) as loose:
         lm = make_lm("hosted_vllm/scripted", loose.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
-    assert result.code_list == ["E78.5", "I10"]
+    assert result.code_list == ["E11.3299", "E11.42", "E66.9", "E78.5", "I10"]
     assert any("read leniently" in line for line in result.trace[0].log)
     assert all(e.span for item in result.codes for e in item.evidence)
 
@@ -246,7 +254,7 @@ def test_the_order_the_lm_lists_proposals_in_does_not_change_the_codes(kb, lm, d
         shuffled = check_result(kb, diabetes_note, run(Verify(kb), other, diabetes_note))
     result = check_result(kb, diabetes_note, run(Verify(kb), lm, diabetes_note))
     assert shuffled.codes == result.codes
-    assert shuffled.code_list == ["E11.9", "I10"]
+    assert shuffled.code_list == ["E11.42", "E11.9", "E66.9", "E78.2", "I10"]
 
 
 def test_a_note_longer_than_the_context_is_read_in_parts(kb, lm, diabetes_note, server):
@@ -256,4 +264,4 @@ def test_a_note_longer_than_the_context_is_read_in_parts(kb, lm, diabetes_note, 
     parts = sum("[[ ## diagnoses ## ]]" in r["messages"][0]["content"] for r in server.requests[before:])
     assert parts > 1 and any(f"in {parts} parts" in line for line in extract.log)
     assert [d.reason for d in extract.dropped] == ["repeated diagnosis"] * (2 * parts - 2)
-    assert result.code_list == ["E11.65", "I10"]
+    assert result.code_list == ["E11.42", "E11.65", "E66.9", "E78.5", "I10"]
