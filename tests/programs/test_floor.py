@@ -198,6 +198,14 @@ def block_of(kb):
     # a combination the rules cannot code (E11.621 names 5 of 11 defining words)
     ("Type 2 diabetes mellitus with foot ulcer of the right great toe, limited to breakdown of skin.", None, "E11.621", None),
     ("Hypertension", "I10", "I10", None),
+    ("Hypertension", "I10", None, None),
+    # with no choice of the rules' own, a guess is still a guess
+    ("Hypothyroidism", None, "E01.2", "names too little of 'Hypothyroidism'; the rules' no code stands"),
+    # as much of the problem as the rules' choice names (both 90%): the other eye stands
+    ("Type 2 diabetes mellitus with mild nonproliferative diabetic retinopathy without macular edema, both eyes",
+     "E11.3299", "E11.3293", None),
+    # the rules' choice names a third of a sloppy statement: so may the LM's
+    ("Hyperlipidemia. Continue atorvastatin", "E78.5", "E78.2", None),
 ])
 def test_an_lm_choice_stands_only_when_it_names_the_problem_within_the_rules_block(kb, query, rule, pick, why):
     described = {code: kb.require(code).description for code in {rule, pick} - {None}}
