@@ -114,8 +114,9 @@ class Verify(CodingProgram):
 
     def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
         """(code, evidence quote) pairs from the first pass, with its traces; without one, the
-        proposed codes whose evidence is in the note, and the rules' codes of the problems the LM
-        left out (`left_out`)."""
+        proposed codes whose evidence is in the note (each vetted against the rules' code of the
+        problem its quote documents: `anchored`), and the rules' codes of the problems the LM left
+        out (`left_out`)."""
         if self.first_pass is not None:
             result = self.first_pass(note=note).result
             for stage in result.trace:
@@ -133,9 +134,28 @@ class Verify(CodingProgram):
         trace = StageTrace("propose", codes=[])
         pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note),
                                 {"codes": Codes(self.kb.code_grammar())}, suggested=listed)
-        pairs += left_out(note, rules, [locate(note, quote).span for _, quote in rules], [(quote, quote) for _, quote in pairs], trace)
+        spans = [locate(note, quote).span for _, quote in rules]
+        pairs = list(dict.fromkeys(self.anchored(note, pair, rules, spans, trace) for pair in pairs))
+        pairs += left_out(note, rules, spans, [(quote, quote) for _, quote in pairs], trace)
         trace.codes = [code for code, _ in pairs]
         return pairs, [trace]
+
+    def anchored(self, note: str, pair: tuple[str, str], rules: list[tuple[str, str]], spans: list, trace: StageTrace) -> tuple[str, str]:
+        """A proposed (code, quote), or the rules' (code, quote) in its place when the quote
+        documents a problem the rules coded and the proposal does not name it as well or leaves
+        its block (`vetted`)."""
+        code, quote = pair
+        found = locate(note, quote).span
+        rule = next((r for r, span in zip(rules, spans) if found and span and found.start < span.end and span.start < found.end), None)
+        if rule is None or rule[0] == code:
+            return pair
+        info = self.kb.get(code)
+        described = {rule[0]: self.kb.require(rule[0]).description, code: info.description if info else ""}
+        vetoed = vetted(rule[1], rule[0], code, described, self.block if info else None)
+        if not vetoed:
+            return pair
+        trace.log.append(vetoed)
+        return rule
 
     def rule_codes(self, note: str) -> tuple[list[str], list[tuple[str, str]], list[StageTrace]]:
         """MedCoder's codes with no model: as 'CODE: evidence' lines, as (code, evidence) pairs,

@@ -78,6 +78,7 @@ FILES: dict[str, str | bytes] = {
     "compiled-demo-items.json": compiled_variant(lambda p: set_path(p, "state.rerank.demos", ["I10"])),
     "compiled-instructions.json": compiled_variant(lambda p: set_path(p, "state.rerank.signature.instructions", None)),
     "compiled-fields.json": compiled_variant(lambda p: set_path(p, "state.extract.signature.fields", [{"prefix": 1}])),
+    # the shipped file saves the 4 fields of extract (note, problems, diagnoses, evidence): two more
     "compiled-field-count.json": compiled_variant(lambda p: p["state"]["extract"]["signature"]["fields"].extend(
         [{"prefix": "Severity:", "description": "x"}, {"prefix": "Onset:", "description": "y"}])),
     "compiled-lm.json": compiled_variant(lambda p: set_path(p, "state.extract.lm", {"model": "openai/gpt-4o"})),
@@ -286,7 +287,7 @@ COMPILED_CASES = {
     "demo-items": '"demos" must be a list of objects',
     "instructions": '"signature.instructions" must be a string',
     "fields": '"signature.fields" must be a list',
-    "field-count": "the 5 fields saved for stage 'extract' do not fit the 4 fields",
+    "field-count": "the 6 fields saved for stage 'extract' do not fit the 4 fields",
     "lm": '"lm" must be null',
     "traces": '"traces" and "train" must be lists',
     "stages": "are not those of program 'medcoder'",

@@ -214,8 +214,8 @@ def test_an_lm_choice_stands_only_when_it_names_the_problem_within_the_rules_blo
 
 
 def test_every_program_with_a_model_that_guesses_codes_what_the_floor_codes(kb, diabetes_note):
-    """A model that invents diagnoses and statements, picks and accepts candidates of another
-    chapter or nothing, takes the last index entry or option and drops every code at
+    """A model that invents diagnoses and statements, proposes asthma for the hypertension, picks
+    and accepts candidates of another chapter or nothing, takes the last index entry or option and drops every code at
     reconciliation for one no note asks for: what the rules check leaves the floor's codes."""
     from programs.lm import make_lm
     from tests.programs.scripted_server import ScriptedServer, all_codes, section
@@ -232,7 +232,7 @@ def test_every_program_with_a_model_that_guesses_codes_what_the_floor_codes(kb, 
     script = {
         "diagnoses": lambda user: {"diagnoses": ["Congestive heart failure"], "evidence": ["Congestive heart failure."]},
         "statements": lambda user: {"statements": ["Kidney disease"], "lead_terms": ["Disease"]},
-        "codes": lambda user: {"codes": ["I50.9"], "evidence": ["Congestive heart failure."]},
+        "codes": lambda user: {"codes": ["I50.9", "J45.909"], "evidence": ["Congestive heart failure.", "Essential hypertension, above goal."]},
         "code": lambda user: {"code": elsewhere(all_codes(user, "candidates"), section(user, "suggested")), "rationale": "."},
         "next_term": lambda user: {"choice": str(section(user, "entries").count('", "') + 1), "next_term": ""},
         "accepted": lambda user: {"accepted": [c for c in all_codes(user, "candidates") if c[0] not in section(user, "suggested")][:1],

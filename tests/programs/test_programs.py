@@ -148,13 +148,14 @@ def test_clh_keeps_a_code_a_validated_codes_note_asks_for_with_its_evidence(kb, 
 def test_verify_shows_descriptions_only_and_maps_back(kb, lm, diabetes_note, server):
     before = len(server.requests)
     result = check_result(kb, diabetes_note, run(Verify(kb), lm, diabetes_note))
-    expand = stage(result, "expand")
-    assert [d.item for d in expand.dropped] == ["U99.99"]
-    # 'E11' quoted as 'Type 2 diabetes mellitus': the selector, shown E11's group, picks the
-    # default 'without complications'
-    # the rules' problems the proposals leave out are verified too
-    assert result.code_list == ["E11.42", "E11.9", "E66.9", "E78.2", "I10"]
-    assert "E11 replaced by E11.9" in stage(result, "select").log
+    # 'E11' and 'U99.99' quoted as 'Type 2 diabetes mellitus', within the retinopathy the rules
+    # coded E11.3299: neither names it as well, so the rules' code is verified in their place,
+    # and the selector, shown its group, picks the eyes the note names (both); the rules'
+    # problems the proposals leave out are verified too
+    vetoes = [line for line in stage(result, "propose").log if "names too little" in line]
+    assert [line.split()[2] for line in vetoes] == ["E11", "U99.99"] and not stage(result, "expand").dropped
+    assert result.code_list == ["E11.3293", "E11.42", "E66.9", "E78.2", "I10"]
+    assert "E11.3299 replaced by E11.3293" in stage(result, "select").log
     selections = [r["messages"][-1]["content"] for r in server.requests[before:] if "[[ ## options ## ]]" in r["messages"][-1]["content"]]
     assert selections
     for prompt in selections:
@@ -254,7 +255,7 @@ def test_the_order_the_lm_lists_proposals_in_does_not_change_the_codes(kb, lm, d
         shuffled = check_result(kb, diabetes_note, run(Verify(kb), other, diabetes_note))
     result = check_result(kb, diabetes_note, run(Verify(kb), lm, diabetes_note))
     assert shuffled.codes == result.codes
-    assert shuffled.code_list == ["E11.42", "E11.9", "E66.9", "E78.2", "I10"]
+    assert shuffled.code_list == ["E11.3293", "E11.42", "E66.9", "E78.2", "I10"]
 
 
 def test_a_note_longer_than_the_context_is_read_in_parts(kb, lm, diabetes_note, server):
