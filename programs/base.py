@@ -136,13 +136,14 @@ class CodingProgram(dspy.Module):
         return list(found.values())
 
 
-def naming_evidence(note: str, diagnosis: str, quote: str) -> str:
+def naming_evidence(note: str, diagnosis: str, quote: str) -> str | None:
     """The evidence quote, or the diagnosis itself when the quote names none of its words and the
-    note holds the diagnosis (small models pair a diagnosis with another line of the note)."""
+    note holds the diagnosis (small models pair a diagnosis with another line of the note); None
+    when neither the quote nor the note names it (a diagnosis copied from a demo)."""
     wanted = set(tokenize(diagnosis))
-    if not wanted or wanted & set(tokenize(quote)) or not locate(note, diagnosis).span:
+    if not wanted or wanted & set(tokenize(quote)):
         return quote
-    return diagnosis
+    return diagnosis if locate(note, diagnosis).span else None
 
 
 def listed_problems(problems: list[Problem]) -> list[str]:

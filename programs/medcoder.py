@@ -85,6 +85,10 @@ class MedCoder(CodingProgram):
                                problems=listed_problems(found))
         for diagnosis, quote in read:
             evidence = naming_evidence(note, diagnosis, quote)
+            if evidence is None:
+                trace.drop(diagnosis, f"neither its evidence {quote!r} nor the note names it")
+                trace.kept.remove(diagnosis)
+                continue
             if evidence != quote:
                 trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
             pairs.append((diagnosis, evidence, diagnosis.lower().startswith(PAST)))
