@@ -84,15 +84,17 @@ def quality(query: str, hit: SearchHit) -> float:
     return naming(query, hit.description, hit.matched)
 
 
-def defining(text: str) -> set[str]:
+def defining(text: str, digits: bool = False) -> set[str]:
     """The words that say what a problem is: qualifiers and numbers aside ('Obesity, BMI 31' is
-    defined by 'obesity'), or all its words when that leaves none."""
-    return {word for word in words(text) - QUALIFIERS if not word.isdigit()} or words(text)
+    defined by 'obesity'; with `digits`, a single digit stays: 'type 2', 'stage 3'), or all its
+    words when that leaves none."""
+    kept = {word for word in words(text) - QUALIFIERS if not word.isdigit() or (digits and len(word) == 1)}
+    return kept or words(text)
 
 
-def naming(query: str, description: str, path: str = "") -> float:
+def naming(query: str, description: str, path: str = "", digits: bool = False) -> float:
     """`quality` of a code's description and the index path that reached it."""
-    wanted = defining(query)
+    wanted = defining(query, digits)
     if not wanted:
         return 0.0
     described = description.lower()
@@ -109,16 +111,29 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     its description or index path: `described`) as the rules' choice does, up to `MIN_QUALITY`
     (`LM_MIN_QUALITY` when the rules have none), and, given `block` (a code's block of categories), stay in the block of the
     rules' choice: a model refines the floor's choice (its specificity, a sibling, a cousin), it
-    does not replace it with a guess ('Arthritis': M19.90 may become M17.11, not A02.23
-    'Salmonella arthritis')."""
+    does not replace it with a guess ('Arthritis': M19.90 may not become A02.23 'Salmonella
+    arthritis'), nor assert more the problem does not say than the rules' choice does (M19.90 may
+    not become M19.022 'Primary osteoarthritis, left elbow'; 'Type 2 diabetes': E11.9 may not
+    become E10.8 'Type 1 ...', since single digits count here)."""
     if pick is None or pick == rule:
         return None
-    bar = LM_MIN_QUALITY if rule is None else min(naming(query, described.get(rule, "")), MIN_QUALITY)
-    if naming(query, described.get(pick, "")) < bar:
+    bar = LM_MIN_QUALITY if rule is None else min(naming(query, described.get(rule, ""), digits=True), MIN_QUALITY)
+    if naming(query, described.get(pick, ""), digits=True) < bar:
         return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
-    if block is not None and rule is not None and block(pick) != block(rule):
+    if rule is None:
+        return None
+    if block is not None and block(pick) != block(rule):
         return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
+    if len(unsaid(query, described.get(pick, ""))) > len(unsaid(query, described.get(rule, ""))):
+        return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(unsaid(query, described.get(pick, ''))))}) "
+                f"than the rules' {rule}; the rules' choice stands")
     return None
+
+
+def unsaid(query: str, description: str) -> set[str]:
+    """The defining words a code's description asserts that the problem does not say (what a
+    'without ...' clause names, and 'unspecified', assert nothing)."""
+    return defining(WITHOUT.sub(" ", description.lower()), digits=True) - defining(query, digits=True) - {"unspecified"}
 
 
 def best_entry(statement: str, paths: list[str | None]) -> int:
