@@ -117,8 +117,11 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     become E10.8 'Type 1 ...', since single digits count here)."""
     if pick is None or pick == rule:
         return None
-    bar = LM_MIN_QUALITY if rule is None else min(naming(query, described.get(rule, ""), digits=True), MIN_QUALITY)
-    if naming(query, described.get(pick, ""), digits=True) < bar:
+    def named(code: str) -> float:
+        return naming(query, described.get(code, ""), digits=True)
+
+    bar = LM_MIN_QUALITY if rule is None else min(named(rule), MIN_QUALITY)
+    if named(pick) < bar:
         return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
     if rule is None:
         return None

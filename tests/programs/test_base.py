@@ -11,4 +11,6 @@ def test_a_quote_that_names_the_diagnosis_is_kept():
 def test_a_quote_of_another_line_gives_way_to_the_diagnosis_the_note_writes():
     assert naming_evidence(NOTE, "Obesity", "Hyperlipidemia on atorvastatin 40 mg.") == "Obesity"
     assert naming_evidence(NOTE, "Hyperlipidemia", "Obesity, BMI 31.") == "Hyperlipidemia"
-    assert naming_evidence(NOTE, "Gout", "Obesity, BMI 31.") == "Obesity, BMI 31."
+    # a diagnosis neither its quote nor the note names (copied from a demo): nothing to quote
+    assert naming_evidence(NOTE, "Gout", "Obesity, BMI 31.") is None
+    assert naming_evidence(NOTE, "Morbid obesity", "Obesity, BMI 31.") == "Obesity, BMI 31."

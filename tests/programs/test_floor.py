@@ -199,6 +199,10 @@ def block_of(kb):
     ("Type 2 diabetes mellitus with foot ulcer of the right great toe, limited to breakdown of skin.", None, "E11.621", None),
     ("Hypertension", "I10", "I10", None),
     ("Hypertension", "I10", None, None),
+    # as many unsaid words as the rules' choice, but type 1 for a type 2 (single digits count)
+    ("Type 2 diabetes", "E11.65", "E10.9", "names too little"),
+    # more unsaid than the rules' choice: another joint, another side
+    ("Arthritis", "M19.90", "M19.022", "says more that 'Arthritis' does not (elbow, left, osteoarthritis, primary)"),
     # with no choice of the rules' own, a guess is still a guess
     ("Hypothyroidism", None, "E01.2", "names too little of 'Hypothyroidism'; the rules' no code stands"),
     # as much of the problem as the rules' choice names (both 90%): the other eye stands
