@@ -63,7 +63,7 @@ TARGETS = (
            ("tests/icd_graph/test_kb.py",)),
     Target("graph", "icd_graph/graph.py", ("neighbours",), ("tests/icd_graph/test_graph.py", "tests/icd_graph/test_kb.py")),
     Target("floor rules", "programs/floor.py",
-           ("keep_problem", "problem_query", "words", "quality", "naming", "vetted", "best_entry", "choose"),
+           ("keep_problem", "problem_query", "words", "quality", "defining", "naming", "vetted", "unsaid", "best_entry", "choose"),
            ("tests/programs/test_floor.py",)),
     Target("batch writer", "programs/batch.py", ("code_note", "code_record", "BatchSummary.record", "BatchSummary.finish", "BatchSummary.add_usage",
             "finished_ids", "to_code", "Appender.write", "run_batch"),
