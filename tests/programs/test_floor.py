@@ -16,7 +16,7 @@ import pytest
 from icd_graph.records import SearchHit
 from programs.batch import code_note
 from programs.extractor import Problem, ProblemExtractor
-from programs.floor import best_entry, choose, keep_problem, problem_query, quality, vetted
+from programs.floor import best_entry, choose, defining, keep_problem, problem_query, quality, unsaid, vetted, words
 from programs.registry import PROGRAMS, build_program, default_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,3 +252,15 @@ def test_every_program_with_a_model_that_guesses_codes_what_the_floor_codes(kb, 
         assert prediction.codes == floor[name], name
         logs = [line for stage in prediction.result.trace for line in stage.log]
         assert any("stand" in line or "stays" in line for line in logs), name
+
+
+def test_defining_words_leave_numbers_aside_but_a_single_digit_when_asked():
+    assert defining("Type 2 diabetes, BMI 31") == words("type diabetes")
+    assert defining("Type 2 diabetes, BMI 31", digits=True) == words("type 2 diabetes")
+
+
+def test_unsaid_words_are_what_a_description_asserts_beyond_the_problem():
+    assert unsaid("Type 2 diabetes", "Type 2 diabetes mellitus with hyperglycemia") == words("mellitus hyperglycemia")
+    # a 'without' clause and 'unspecified' assert nothing; the other type's digit does
+    assert unsaid("Type 2 diabetes", "Type 1 diabetes mellitus without complications") == words("1 mellitus")
+    assert unsaid("Hyperlipidemia", "Hyperlipidemia, unspecified") == set()
