@@ -161,7 +161,7 @@ def left_out(note: str, rules: list[tuple], spans: list[Span | None], read: list
     named = [defining(text) for text, _ in read]
     missed = []
     for item, span in zip(rules, spans):
-        if span is None or any(r and r.start < span.end and span.start < r.end for r in quoted):
+        if span is None or any(span.overlaps(r) for r in quoted):
             continue
         words = defining(span.text)
         if words and any(n and (n <= words or words <= n) for n in named):

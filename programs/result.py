@@ -14,6 +14,9 @@ class Span:
     end: int
     text: str
 
+    def overlaps(self, other: Span | None) -> bool:
+        return other is not None and self.start < other.end and other.start < self.end
+
 
 @dataclass(frozen=True)
 class Evidence:

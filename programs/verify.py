@@ -146,7 +146,7 @@ class Verify(CodingProgram):
         its block (`vetted`)."""
         code, quote = pair
         found = locate(note, quote).span
-        rule = next((r for r, span in zip(rules, spans) if found and span and found.start < span.end and span.start < found.end), None)
+        rule = next((r for r, span in zip(rules, spans) if span and span.overlaps(found)), None)
         if rule is None or rule[0] == code:
             return pair
         info = self.kb.get(code)
