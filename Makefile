@@ -9,11 +9,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 	-DLLAVA_BUILD=OFF
 NOTE ?= data/examples/diabetes_followup.txt
 
-<<<<<<< HEAD
-.PHONY: install install-local browser kb demo test bench mutants
-=======
-.PHONY: install install-local install-dense browser kb demo test bench
->>>>>>> main
+.PHONY: install install-local install-dense browser kb demo test bench mutants
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,11 +47,8 @@ bench: install-local install-dense
 	$(BIN)/python bench/icd_bench.py
 	$(BIN)/python bench/floor_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 	$(BIN)/python bench/local_bench.py
-<<<<<<< HEAD
+	$(BIN)/python bench/threads_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
 
-# The mutation check of the tests (tools/mutants.py), run by hand: about an hour on 2 cores.
+# The mutation check of the tests (tools/mutants.py), run by hand: about 30 minutes on 2 cores.
 mutants: install
 	$(BIN)/python tools/mutants.py
-=======
-	$(BIN)/python bench/threads_bench.py --db $${ICD_DB:-$$HOME/.cache/icd-coder/icd10cm.duckdb}
->>>>>>> main
