@@ -35,9 +35,9 @@ class TimedServer(ScriptedServer):
         super().__init__(*args, **kwargs)
         self.arrivals: list[float] = []
 
-    def answer(self, messages: list[dict]) -> str:
+    def answer(self, messages: list[dict], as_json: bool = False) -> str | None:
         self.arrivals.append(time.perf_counter())
-        return super().answer(messages)
+        return super().answer(messages, as_json=as_json)
 
 
 def run(args, server: TimedServer, threads: int, number: int, folder: Path) -> dict:
