@@ -121,12 +121,11 @@ def check_engine(engine: str, ray_address: str | None, workers: int | None, batc
 
 
 def warm_up(kb) -> None:
-    """Starts loading, in the background, what every program needs first (medspaCy, the
+    """Starts loading, in the background, what every program needs first (medspaCy, then the
     search indexes), while the command goes on importing DSPy and loading the program."""
     from programs.extractor import EXTRACTOR
 
-    EXTRACTOR.preload()
-    kb.preload()
+    kb.preload(after=EXTRACTOR.preload())
 
 
 def run_notes(program, records, output: Path, spec, lm, engine: str, threads: int, ray_address: str | None,

@@ -90,10 +90,12 @@ class KnowledgeBase:
         self._billable_of: dict[str, list[str]] | None = None
         self._tables_lock = threading.Lock()
 
-    def preload(self, parts: tuple[str, ...] = ("search",)) -> threading.Thread:
+    def preload(self, parts: tuple[str, ...] = ("search",), after: threading.Thread | None = None) -> threading.Thread:
         """Starts loading `parts` ('search': lexical and dense, 'index' for the index tree, 'graph',
         'hierarchy') on a daemon thread, so that the first query finds them loaded or waits only
-        for the rest. A part that fails to load raises its error at that first query instead."""
+        for the rest; once `after` has finished, if given (loads share the interpreter's lock, so
+        what is needed first loads alone). A part that fails to load raises its error at that
+        first query instead."""
         loaders = {"search": lambda: self._search().has_dense(), "index": self._index_tree, "graph": self._graph,
                    "hierarchy": self._hierarchy}
         with self._lock:
@@ -101,6 +103,8 @@ class KnowledgeBase:
             self._preloading.update(todo)
 
         def load() -> None:
+            if after is not None:
+                after.join()
             for part in todo:
                 try:
                     loaders[part]()

@@ -60,8 +60,10 @@ class CodingProgram(dspy.Module):
 
     def preload(self) -> list[threading.Thread]:
         """Starts loading, in the background, the extractor and the parts of the knowledge base
-        the program queries (see `KnowledgeBase.preload`)."""
-        return [self.extractor.preload(), self.kb.preload(self.kb_parts)]
+        the program queries (see `KnowledgeBase.preload`), these once the extractor, which the
+        first LM call waits for, is loaded."""
+        extractor = self.extractor.preload()
+        return [extractor, self.kb.preload(self.kb_parts, after=extractor)]
 
     def forward(self, note: str) -> dspy.Prediction:
         check_note(note)

@@ -60,3 +60,16 @@ def test_preload_loads_in_the_background_and_a_missing_index_fails_at_first_use(
         broken.preload().join()
         with pytest.raises(DatabaseMissing, match="no search index"):
             broken.search("hypertension")
+
+
+def test_preload_after_another_load_waits_for_it(kb_path):
+    gate = threading.Event()
+    first = threading.Thread(target=gate.wait)
+    first.start()
+    with KnowledgeBase(kb_path) as fresh:
+        loading = fresh.preload(("search",), after=first)
+        loading.join(timeout=3)
+        assert loading.is_alive() and fresh._searcher is None, "the search loads only once `after` is done"
+        gate.set()
+        loading.join()
+        assert fresh._searcher is not None
