@@ -1108,6 +1108,9 @@ def print_compile_run(run, path: Path) -> None:
               help="Hand-written program(s); the programs of --compiled files are added.")
 @click.option("--compiled", "compiled_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Compiled program file(s).")
+@click.option("--hand-written/--no-hand-written", default=True, show_default=True,
+              help="Also run the hand-written program of each --compiled file (--no-hand-written: the compiled "
+                   "ones only, e.g. to compare decodings).")
 @lm_options(decodings=True)
 @click.option("--dataset", required=True, help="Dataset spec with gold codes, e.g. aci:valid with --labels.")
 @dataset_options
@@ -1116,7 +1119,7 @@ def print_compile_run(run, path: Path) -> None:
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Bar chart PNG (needs matplotlib).")
 @db_option
 @json_option
-def compare_command(program_names, compiled_paths, model, api_base, api_key, timeout, retries, decoding, dataset, labels, mimic_notes,
+def compare_command(program_names, compiled_paths, hand_written, model, api_base, api_key, timeout, retries, decoding, dataset, labels, mimic_notes,
                     threads, resamples, plot, db, as_json) -> None:
     """Run hand-written and compiled programs on the same notes; scores, CI of the gain, cost."""
     from data.outputs import check_output
@@ -1140,7 +1143,7 @@ def compare_command(program_names, compiled_paths, model, api_base, api_key, tim
         print_load_report(data)
         gold_examples(data)
         compiled = [(path, load_compiled_program(path, kb)) for path in compiled_paths]
-        names = list(dict.fromkeys([*program_names, *(program.name for _, program in compiled)]))
+        names = list(dict.fromkeys([*program_names, *(program.name for _, program in compiled if hand_written)]))
         systems = [(name, name, None, build_program(name, kb)) for name in names]
         systems += [(str(path), program.name, str(path), program) for path, program in compiled]
         first = make_lm(model, api_base, api_key=api_key, timeout=timeout, num_retries=retries, decoding=decodings[0])

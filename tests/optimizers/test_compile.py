@@ -272,6 +272,13 @@ def test_cli_compile_dry_run_then_compile_then_predict_and_compare(kb_path, serv
         assert calls and constrained["constrained_answers"] == calls and constrained["answers_outside_candidates"] == 0
         assert off["vs_unconstrained"] is None and constrained["vs_unconstrained"]["baseline"] == off["system"]
         assert constrained["micro"] == off["micro"] and constrained["vs_unconstrained"]["delta_micro_f1"] == 0
+    alone = cli_run("compare", "--compiled", out, "--no-hand-written", *common, "--decoding", "off", "--decoding",
+                    "llama.cpp", "--dataset", f"jsonl:{notes_jsonl}", "--json")
+    assert alone.exit_code == 0, alone.output
+    compiled_only = json.loads(alone.stdout)["systems"]
+    assert [s["system"] for s in compiled_only] == ["floor (--model none)", f"{out} [off]", f"{out} [llama.cpp]"]
+    assert compiled_only[2]["difference"] is None and compiled_only[2]["vs_unconstrained"]["baseline"] == f"{out} [off]"
+    assert compiled_only[2]["micro"] == rows[4]["micro"]
     table = cli_run("compare", "--compiled", out, *common, "--decoding", "off", "--decoding", "llama.cpp", "--dataset",
                     f"jsonl:{notes_jsonl}")
     assert table.exit_code == 0, table.output
