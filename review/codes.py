@@ -24,8 +24,10 @@ class CodeBook:
         self.kb = kb
 
     def warm(self) -> None:
-        """Load the search indexes now (a few seconds) rather than on the coder's first search."""
-        self.kb.search("diabetes", k=1)
+        """Start loading the search indexes in the background now (a few seconds) rather than at
+        the coder's first search; a failure, or the app stopping meanwhile, is not reported here
+        (a failure is raised again by that first search)."""
+        self.kb.preload()
 
     def describe(self, code: str) -> str:
         info = self.kb.get(code)

@@ -8,7 +8,6 @@ import ipaddress
 import logging
 import socket
 import sys
-import threading
 from collections.abc import Callable
 
 from review.app import create_app
@@ -79,7 +78,7 @@ def serve(store: ReviewStore, host: str, port: int, *, on_ready: Callable[[str],
     app = create_app(store, allowed_hosts=allowed_hosts(host, bound), log=request_log())
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False,
                             date_header=False, timeout_graceful_shutdown=2)
-    threading.Thread(target=store.codes.warm, name="warm-search", daemon=True).start()
+    store.codes.warm()
     name = "127.0.0.1" if host in WILDCARDS else host if ":" not in host else f"[{host.strip('[]')}]"
     on_ready(f"http://{name}:{bound}/")
     try:
