@@ -117,6 +117,7 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     become E10.8 'Type 1 ...', since single digits count here)."""
     if pick is None or pick == rule:
         return None
+
     def named(code: str) -> float:
         return naming(query, described.get(code, ""), digits=True)
 
@@ -127,8 +128,9 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
         return None
     if block is not None and block(pick) != block(rule):
         return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
-    if len(unsaid(query, described.get(pick, ""))) > len(unsaid(query, described.get(rule, ""))):
-        return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(unsaid(query, described.get(pick, ''))))}) "
+    asserted = unsaid(query, described.get(pick, ""))
+    if len(asserted) > len(unsaid(query, described.get(rule, ""))):
+        return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(asserted))}) "
                 f"than the rules' {rule}; the rules' choice stands")
     return None
 

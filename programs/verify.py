@@ -20,7 +20,7 @@ from programs.demos import excerpt, gold_diagnoses
 from programs.floor import vetted
 from programs.guarantees import Assembler, tokens
 from programs.medcoder import MedCoder
-from programs.result import CodedDiagnosis, StageTrace
+from programs.result import CodedDiagnosis, Span, StageTrace
 from programs.spans import locate
 from signatures import ProposeCodes, SelectBestMatch
 
@@ -135,27 +135,30 @@ class Verify(CodingProgram):
         pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note),
                                 {"codes": Codes(self.kb.code_grammar())}, suggested=listed)
         spans = [locate(note, quote).span for _, quote in rules]
-        pairs = list(dict.fromkeys(self.anchored(note, pair, rules, spans, trace) for pair in pairs))
-        pairs += left_out(note, rules, spans, [(quote, quote) for _, quote in pairs], trace)
+        kept = dict(self.anchored(note, pair, rules, spans, trace) for pair in pairs)
+        pairs = list(kept)
+        pairs += left_out(note, rules, spans, [(quote, span or quote) for (_, quote), span in kept.items()], trace)
         trace.codes = [code for code, _ in pairs]
         return pairs, [trace]
 
-    def anchored(self, note: str, pair: tuple[str, str], rules: list[tuple[str, str]], spans: list, trace: StageTrace) -> tuple[str, str]:
+    def anchored(self, note: str, pair: tuple[str, str], rules: list[tuple[str, str]], spans: list[Span | None],
+                 trace: StageTrace) -> tuple[tuple[str, str], Span | None]:
         """A proposed (code, quote), or the rules' (code, quote) in its place when the quote
         documents a problem the rules coded and the proposal does not name it as well or leaves
-        its block (`vetted`)."""
+        its block (`vetted`); with where its quote is in the note."""
         code, quote = pair
         found = locate(note, quote).span
-        rule = next((r for r, span in zip(rules, spans) if span and span.overlaps(found)), None)
-        if rule is None or rule[0] == code:
-            return pair
+        index = next((i for i, span in enumerate(spans) if span and span.overlaps(found)), None)
+        if index is None or rules[index][0] == code:
+            return pair, found
+        rule = rules[index]
         info = self.kb.get(code)
         described = {rule[0]: self.kb.require(rule[0]).description, code: info.description if info else ""}
         vetoed = vetted(rule[1], rule[0], code, described, self.block if info else None)
         if not vetoed:
-            return pair
+            return pair, found
         trace.log.append(vetoed)
-        return rule
+        return rule, spans[index]
 
     def rule_codes(self, note: str) -> tuple[list[str], list[tuple[str, str]], list[StageTrace]]:
         """MedCoder's codes with no model: as 'CODE: evidence' lines, as (code, evidence) pairs,
