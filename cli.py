@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from icd_graph.errors import IcdError
+
+if TYPE_CHECKING:
+    from programs.read_ahead import ReadAhead
 
 console = Console()
 err_console = Console(stderr=True)
@@ -120,12 +126,19 @@ def check_engine(engine: str, ray_address: str | None, workers: int | None, batc
         raise click.UsageError("--ray-address and --workers go with --engine ray")
 
 
-def warm_up(kb) -> None:
-    """Starts loading, in the background, what every program needs first (medspaCy, then the
-    search indexes), while the command goes on importing DSPy and loading the program."""
+@contextmanager
+def read_ahead(engine: str | None) -> Iterator[ReadAhead | None]:
+    """With --engine threads, the problem extractor's process (programs.read_ahead), started
+    before anything else so that it loads medspaCy while this one imports DSPy: give it the
+    notes to code. None with Ray, whose actors load their own, or without a program."""
+    if engine != "threads":
+        yield None
+        return
     from programs.extractor import EXTRACTOR
+    from programs.read_ahead import reading_ahead
 
-    kb.preload(after=EXTRACTOR.preload())
+    with reading_ahead(EXTRACTOR) as ahead:
+        yield ahead
 
 
 def run_notes(program, records, output: Path, spec, lm, engine: str, threads: int, ray_address: str | None,
@@ -644,15 +657,17 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
     if output is not None:
         check_prediction_output(output, dataset)
     run = None
-    with open_validator(db) if program_name is None else knowledge_base(db) as validator:
-        if program_name is not None and engine == "threads":
-            warm_up(validator)
+    with read_ahead(engine if program_name is not None else None) as ahead, \
+            open_validator(db) if program_name is None else knowledge_base(db) as validator:
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
+            from programs.batch import to_code
             from programs.lm import ModelSpec
 
+            if ahead is not None:
+                ahead.read([record.text for record in (to_code(loaded.records, output)[0] if output else loaded.records)])
             spec = ModelSpec(model or "none", api_base, api_key, timeout, retries, decoding)
             run = run_program(program_name, validator, loaded.records, spec, output, as_json,
                               engine=engine, threads=threads, ray_address=ray_address, workers=workers)
@@ -836,25 +851,28 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
         raise BatchError("--input needs --output PATH.jsonl for the predictions")
     if note is not None and output is not None:
         raise BatchError("--output goes with --input (a batch of notes); the codes of NOTE are printed")
-    check_decoding(model, api_base, decoding)
-    records = batch_records(input_spec, output) if input_spec is not None else None
-    text = read_note_arg(note) if note is not None else None
-    with knowledge_base(db) as kb:
-        if engine == "threads":
-            warm_up(kb)
-        from programs.lm import ModelSpec
-        from programs.registry import default_program, load_program
+    with read_ahead(engine) as ahead:
+        check_decoding(model, api_base, decoding)
+        records = batch_records(input_spec, output) if input_spec is not None else None
+        text = read_note_arg(note) if note is not None else None
+        if ahead is not None:
+            from programs.batch import to_code
 
-        program = load_program(program_name or default_program(model), kb)
-        spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
-        lm = spec.make() if engine == "threads" or not spec.local else None
-        if engine == "threads":
-            program.preload()
-        if text is not None:
-            predict_one(program, text, lm, threads, as_json, verbose)
-        else:
-            predict_batch(program, input_spec, records, output, spec, lm, as_json,
-                          engine=engine, threads=threads, ray_address=ray_address, workers=workers)
+            ahead.read([text] if text is not None else [record.text for record in to_code(records, output)[0]])
+        with knowledge_base(db) as kb:
+            from programs.lm import ModelSpec
+            from programs.registry import default_program, load_program
+
+            program = load_program(program_name or default_program(model), kb)
+            spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
+            lm = spec.make() if engine == "threads" or not spec.local else None
+            if engine == "threads":
+                program.preload()
+            if text is not None:
+                predict_one(program, text, lm, threads, as_json, verbose)
+            else:
+                predict_batch(program, input_spec, records, output, spec, lm, as_json,
+                              engine=engine, threads=threads, ray_address=ray_address, workers=workers)
 
 
 def batch_records(input_spec: str, output: Path):

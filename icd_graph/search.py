@@ -81,6 +81,7 @@ ALL = "all"
 DENSE = "dense"
 SOURCES = (TABULAR, INDEX, ALL, DENSE)
 EXACT = "exact"
+EXACT_FILE = "exact_phrases.json"  # the essential words of the phrases, once each; each phrase's other words
 SEE = "see"
 ADDITIONAL = "additional"
 MIN_CORRECTED = 5
@@ -292,8 +293,12 @@ def build_indexes(con: duckdb.DuckDBPyConnection, out_dir: Path) -> None:
         for phrase in respelled(phrases_of[row[0]], spellings.get(row[0], ()))
     ]
     exact += [(tabular_phrase(text), 1, i) for i, text in phrases]
-    exact = [((essential, nonessential), kind, ref) for (essential, nonessential), kind, ref in exact if essential]
-    _write_json(out_dir / "exact.json", [[" ".join(sorted(e)) for (e, _), *_ in exact], [" ".join(sorted(n)) for (_, n), *_ in exact]])
+    exact = sorted(((" ".join(sorted(essential)), " ".join(sorted(nonessential))), kind, ref)
+                   for (essential, nonessential), kind, ref in exact if essential)
+    keys = [key for (key, _), *_ in exact]
+    starts = [i for i, key in enumerate(keys) if i == 0 or key != keys[i - 1]]
+    _write_json(out_dir / EXACT_FILE, [[keys[i] for i in starts], [nonessential for (_, nonessential), *_ in exact]])
+    np.save(out_dir / "exact_starts.npy", np.array([*starts, len(keys)], dtype=np.int64))
     np.save(out_dir / "exact_refs.npy", np.array([(kind, ref) for _, kind, ref in exact], dtype=np.int32))
 
 
@@ -486,7 +491,7 @@ class Searcher:
 
             from icd_graph.errors import DatabaseMissing
 
-            if not all((self.folder / name).exists() for name in ("exact.json", "flags.npy", "unsided.npy", "parent.npy", "references.json", "additional.json")):
+            if not all((self.folder / name).exists() for name in (EXACT_FILE, "exact_starts.npy", "flags.npy", "unsided.npy", "parent.npy", "references.json", "additional.json")):
                 raise DatabaseMissing(
                     f"no search index at {self.folder} (or one from an older version); "
                     "rebuild with `python cli.py icd build`"
@@ -520,11 +525,10 @@ class Searcher:
             self.offsets = np.load(self.folder / "index_offsets.npy")
             self.targets = np.load(self.folder / "index_targets.npy")
             self.levels = np.load(self.folder / "index_levels.npy")
-            self.essential, self.nonessential = json.loads((self.folder / "exact.json").read_text(encoding="utf-8"))
-            self.exact_refs = np.load(self.folder / "exact_refs.npy").tolist()
-            self.exact: dict[str, list[int]] = {}
-            for entry, key in enumerate(self.essential):
-                self.exact.setdefault(key, []).append(entry)
+            keys, self.nonessential = json.loads((self.folder / EXACT_FILE).read_text(encoding="utf-8"))
+            self.exact = dict(zip(keys, range(len(keys))))
+            self.exact_starts = np.load(self.folder / "exact_starts.npy")
+            self.exact_refs = np.load(self.folder / "exact_refs.npy")
             self._loaded = True
 
     def has_dense(self) -> bool:
@@ -672,10 +676,11 @@ class Searcher:
         found: list[tuple[int, int, int, int, int, int, str, int]] = []
         for size in range(len(words), 0, -1):
             for subset in combinations(words, size):
-                for entry in self.exact.get(" ".join(subset), ()):
+                key = self.exact.get(" ".join(subset))
+                for entry in () if key is None else range(self.exact_starts[key], self.exact_starts[key + 1]):
                     missing = len(query - set(subset) - set(self.nonessential[entry].split()))
                     if missing <= tolerated:
-                        kind, ref = self.exact_refs[entry]
+                        kind, ref = map(int, self.exact_refs[entry])
                         if kind == 0:
                             found.append((missing, -size, 0, 0, 0, int(self.levels[ref]), INDEX, ref))
                         else:

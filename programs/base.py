@@ -59,11 +59,13 @@ class CodingProgram(dspy.Module):
         return clone
 
     def preload(self) -> list[threading.Thread]:
-        """Starts loading, in the background, the extractor and the parts of the knowledge base
-        the program queries (see `KnowledgeBase.preload`), these once the extractor, which the
-        first LM call waits for, is loaded."""
+        """Starts loading, in the background, the extractor (unless it reads the notes ahead in
+        a process of its own) and the parts of the knowledge base the program queries (see
+        `KnowledgeBase.preload`), these once the extractor, which the first LM call waits for,
+        is loaded."""
         extractor = self.extractor.preload()
-        return [extractor, self.kb.preload(self.kb_parts, after=extractor)]
+        searcher = self.kb.preload(self.kb_parts, after=extractor)
+        return [searcher] if extractor is None else [extractor, searcher]
 
     def forward(self, note: str) -> dspy.Prediction:
         check_note(note)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from programs.problem_rules import (
     ASSERTIONS,
@@ -48,15 +49,30 @@ class Problem:
     form: str
 
 
+class Ahead(Protocol):
+    def problems(self, note: str) -> list[Problem] | None:
+        """The note's problems, read elsewhere; None when they were not."""
+
+
 class ProblemExtractor:
-    """Loads medspaCy once (about 1 s, on first use; thread-safe) and extracts problems."""
+    """Loads medspaCy once (about 1 s, on first use; thread-safe) and extracts problems.
+
+    `ahead`, when set (`programs.read_ahead.reading_ahead`), has read a batch's notes already:
+    a note it answers is not extracted again here."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._nlp = None
         self._context = None
+        self.ahead: Ahead | None = None
 
     def __call__(self, note: str) -> list[Problem]:
+        ahead = self.ahead
+        found = ahead.problems(note) if ahead is not None else None
+        return found if found is not None else self.extract(note)
+
+    def extract(self, note: str) -> list[Problem]:
+        """The problems of `note`, read here."""
         nlp, context = self._pipeline()
         doc = nlp(note)
         ranges = [item for item in sections(doc) if item[0] in PROBLEM_SECTIONS]
@@ -80,19 +96,24 @@ class ProblemExtractor:
             problems.append(Problem(note[start:end], Span(start, end, note[start:end]), section, status, form))
         return problems
 
-    def preload(self) -> threading.Thread:
+    def preload(self) -> threading.Thread | None:
         """Starts loading medspaCy on a daemon thread, so that the first note finds it loaded
-        or waits only for the rest (a failure to load is raised at that first note instead)."""
-
-        def load() -> None:
-            try:
-                self._pipeline()
-            except Exception:  # noqa: BLE001 - raised again where the pipeline is used
-                return
-
-        thread = threading.Thread(target=load, name="icd-extractor-preload", daemon=True)
+        or waits only for the rest (a failure to load is raised at that first note instead);
+        None, loading nothing, while the notes are read ahead elsewhere."""
+        if self.ahead is not None:
+            return None
+        thread = threading.Thread(target=self.load, name="icd-extractor-preload", daemon=True)
         thread.start()
         return thread
+
+    def load(self) -> bool:
+        """Loads medspaCy now if it is not loaded; False when it cannot be (the error is raised
+        again where the pipeline is used)."""
+        try:
+            self._pipeline()
+        except Exception:  # noqa: BLE001 - raised again where the pipeline is used
+            return False
+        return True
 
     def _pipeline(self):
         with self._lock:

@@ -16,10 +16,12 @@ from programs.batch import run_batch
 from programs.lm import make_lm
 from tests.faults.conftest import REPO, SCRIPT, SECRET, note_text, write_notes
 from tests.faults.fault_server import FaultServer, Plan
+from tests.programs.scripted_server import ScriptedServer
 
 NOTES = 500
 KILL_AFTER = 150
 RERUNS = 6
+INTERRUPTED_NOTES = 5000
 
 
 def lines_in(path) -> int:
@@ -71,3 +73,35 @@ def test_500_notes_20_percent_failing_calls_sigkill_and_rerun(kb_path, medcoder,
     print(f"\n{NOTES} notes, {tally.requests} requests, {tally.injected} failures injected "
           f"({', '.join(f'{kind} {count}' for kind, count in sorted(tally.faults.items()))}), "
           f"{tally.retries} retries, killed at {at_kill} saved notes, {runs} runs, 0 notes lost, {seconds:.1f} s")
+
+
+def test_ctrl_c_mid_batch_exits_130_and_leaves_no_process(kb_path, tmp_path):
+    """Ctrl-C reaches the terminal's whole process group: the command and its read-ahead
+    process (programs.read_ahead), here still extracting the batch (5,000 notes, about 10 s of
+    extraction). The command says so in one line and exits 130, the process ends with it, and
+    every line written is a whole note."""
+    notes, out = tmp_path / "notes.jsonl", tmp_path / "preds.jsonl"
+    ids = write_notes(notes, INTERRUPTED_NOTES)
+    env = {**os.environ, "DSPY_CACHEDIR": str(tmp_path / "dspy-cache")}
+    with ScriptedServer(SCRIPT, delay=0.2) as server:
+        command = [sys.executable, "cli.py", "predict", "--input", str(notes), "--output", str(out), "--program", "medcoder",
+                   "--model", "scripted", "--api-base", server.url, "--threads", "2", "--db", str(kb_path), "--json"]
+        running = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        started = time.monotonic()
+        while lines_in(out) < 3 and running.poll() is None and time.monotonic() - started < 120:
+            time.sleep(0.05)
+        os.killpg(running.pid, signal.SIGINT)
+        stderr = running.communicate(timeout=120)[1].decode()
+    assert running.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr, stderr
+    for _ in range(100):
+        try:
+            os.killpg(running.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("a process of the interrupted command is still running")
+    written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert 3 <= len(written) < INTERRUPTED_NOTES and len(set(written)) == len(written) and set(written) <= set(ids)

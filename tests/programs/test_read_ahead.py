@@ -1,0 +1,77 @@
+"""The extractor's read-ahead process on real ACI-BENCH notes: its answers are the extractor's
+own, whatever order the notes are asked in; a note it will not answer never waits; a process
+that dies or is closed leaves the notes to the extractor of this process."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from programs.extractor import ProblemExtractor
+from programs.read_ahead import ReadAhead, reading_ahead
+
+NAME = "icd-read-ahead"
+
+
+@pytest.fixture(scope="module")
+def notes() -> list[str]:
+    with (Path(os.environ["ACI_BENCH_DIR"]) / "train.csv").open(encoding="utf-8") as handle:
+        return [row["note"] for row in csv.DictReader(handle)][:12]
+
+
+@pytest.fixture(scope="module")
+def extract() -> ProblemExtractor:
+    return ProblemExtractor()
+
+
+def running() -> list[multiprocessing.Process]:
+    return [child for child in multiprocessing.active_children() if child.name == NAME]
+
+
+def test_answers_are_the_extractors_own_in_any_order(notes, extract):
+    batch = [*notes, notes[3]]  # a note twice is answered twice
+    asked = random.Random(3).sample(batch, len(batch))
+    with ReadAhead() as ahead:
+        ahead.read(batch)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ahead.problems, asked))
+    assert answers == [extract.extract(note) for note in asked]
+    assert all(answers) and not running()
+
+
+def test_a_note_it_was_not_given_does_not_wait(notes):
+    with ReadAhead() as ahead:
+        assert ahead.problems(notes[0]) is None, "before read"
+        ahead.read(notes[:2])
+        assert ahead.problems("ASSESSMENT AND PLAN\n\n1. Asthma.") is None
+        assert ahead.problems(notes[0]) is not None
+        assert ahead.problems(notes[0]) is None, "answered once, taken once"
+
+
+def test_a_killed_process_leaves_the_notes_to_the_extractor(notes, extract):
+    extractor = ProblemExtractor()
+    with reading_ahead(extractor) as ahead:
+        ahead.read(notes)
+        assert extractor(notes[0]) == extract.extract(notes[0])
+        [process] = running()
+        process.kill()
+        process.join()
+        assert ahead.problems(notes[-1]) is None
+        assert [extractor(note) for note in notes[1:]] == [extract.extract(note) for note in notes[1:]]
+    assert extractor.ahead is None
+
+
+def test_while_reading_ahead_the_extractor_preloads_nothing(notes):
+    extractor = ProblemExtractor()
+    with reading_ahead(extractor):
+        assert extractor.preload() is None
+    assert not running()
+    loading = extractor.preload()
+    loading.join()
+    assert extractor.load()
