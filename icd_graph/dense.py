@@ -9,8 +9,8 @@ Benign'), pointing to the billable codes it resolves to. The Table of Drugs is l
 lexical search (40,000 cells that say a substance and an intent). Identical texts are one
 document.
 
-`build_vectors` writes a folder beside the database (`<db>.dense`): vectors.npy (float32, one
-L2-normalised row per document), docs.json and meta.json (model, model id with the digest of its
+`build_vectors` writes a folder beside the database (`<db>.dense`): vectors.npy (float32, each
+document's L2-normalised vector as a column, `LAYOUT`), docs.json and meta.json (model, model id with the digest of its
 weights, release, build time of the database, digest of the documents). A rebuild reuses the
 previous vectors when the model, the release and the documents are all unchanged. `DenseIndex`
 refuses vectors that were made for another build of the database or by another model.
@@ -40,6 +40,9 @@ TABULAR_KIND = "tabular"
 INDEX_KIND = "index"
 DENSE_TABLES = ("neoplasm",)
 REBUILD = "rebuild them with `python cli.py icd build --dense`"
+LAYOUT = "dimension-major"
+"""vectors.npy holds one row per dimension: mapped, not copied, at load, and a query times it
+reads memory in order (2x faster than one row per document)."""
 
 Progress = Callable[[int, int], None]
 
@@ -135,13 +138,14 @@ def build_vectors(
         "corpus": corpus_digest(documents),
         "documents": len(documents),
         "dim": embedder.dim,
+        "layout": LAYOUT,
     }
     reused = _reusable(previous, meta)
     if reused:
         _link_or_copy(previous / "vectors.npy", out_dir / "vectors.npy")
     else:
         vectors = embedder.embed_documents([d.text for d in documents], progress)
-        np.save(out_dir / "vectors.npy", vectors)
+        np.save(out_dir / "vectors.npy", np.ascontiguousarray(vectors.T))
     (out_dir / "docs.json").write_text(
         json.dumps([[d.kind, d.text, list(d.codes)] for d in documents], ensure_ascii=False), encoding="utf-8"
     )
@@ -156,7 +160,7 @@ def _reusable(previous: Path | None, meta: dict) -> bool:
         old = json.loads((previous / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return all(old.get(key) == meta[key] for key in ("model_id", "release", "corpus", "documents", "dim"))
+    return old.get("layout") == LAYOUT and all(old.get(key) == meta[key] for key in ("model_id", "release", "corpus", "documents", "dim"))
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -186,12 +190,12 @@ class DenseIndex:
                 f"the dense vectors at {self.folder} were made by {self.meta['model_id']}, the installed "
                 f"model is {self.embedder.model_id}; {REBUILD}"
             )
-        vectors = np.load(self.folder / "vectors.npy", mmap_mode="r")
+        if self.meta.get("layout") != LAYOUT:
+            raise DenseMismatch(f"the dense vectors at {self.folder} were written by an older version; {REBUILD}")
+        self.matrix = np.load(self.folder / "vectors.npy", mmap_mode="r")
         docs = json.loads((self.folder / "docs.json").read_text(encoding="utf-8"))
-        if vectors.shape != (len(docs), self.embedder.dim):
+        if self.matrix.shape != (self.embedder.dim, len(docs)):
             raise DenseMismatch(f"the dense vectors at {self.folder} do not match their documents; {REBUILD}")
-        # one row per dimension: a query times this matrix reads memory in order (2x faster)
-        self.matrix = np.ascontiguousarray(vectors.T)
         self.kinds = np.array([kind == TABULAR_KIND for kind, *_ in docs])
         self.texts = [text for _, text, _ in docs]
         self.codes = [codes for *_, codes in docs]

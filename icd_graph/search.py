@@ -547,12 +547,16 @@ class Searcher:
         """Per dense document, the positions of its codes; per tabular document, the codes it
         describes (sorted by position), for the best similarity of each code."""
         position = {code: i for i, code in enumerate(self.codes)}
-        targets = [[position[c] for c in codes if c in position] for codes in self.dense.codes]
-        self.dense_offsets = np.cumsum([0] + [len(t) for t in targets], dtype=np.int64)
-        self.dense_targets = np.array([p for t in targets for p in t], dtype=np.int32)
-        pairs = sorted((p, doc) for doc, t in enumerate(targets) if self.dense.kinds[doc] for p in t)
-        self.dense_pair_docs = np.array([doc for _, doc in pairs], dtype=np.int64)
-        pair_positions = np.array([p for p, _ in pairs], dtype=np.int64)
+        flat = np.array([position.get(code, -1) for codes in self.dense.codes for code in codes], dtype=np.int32)
+        docs = np.repeat(np.arange(len(self.dense.codes)), [len(codes) for codes in self.dense.codes])
+        known = flat >= 0
+        flat, docs = flat[known], docs[known]
+        self.dense_offsets = np.r_[0, np.cumsum(np.bincount(docs, minlength=len(self.dense.codes)))].astype(np.int64)
+        self.dense_targets = flat
+        tabular = self.dense.kinds[docs]
+        order = np.lexsort((docs[tabular], flat[tabular]))
+        self.dense_pair_docs = docs[tabular][order].astype(np.int64)
+        pair_positions = flat[tabular][order].astype(np.int64)
         self.dense_pair_starts = np.flatnonzero(np.r_[True, pair_positions[1:] != pair_positions[:-1]])
         self.dense_positions = pair_positions[self.dense_pair_starts]
 

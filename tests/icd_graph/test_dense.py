@@ -97,10 +97,11 @@ def test_vectors_are_reused_only_when_model_release_and_documents_match(kb_path,
         changed = documents + [Document("tabular", "Type 2 diabetes mellitus without complications", ("E11.9",))]
         assert not build_vectors(con, third, embedder, previous=second, documents=changed).reused
     assert np.array_equal(np.load(first / "vectors.npy"), np.load(second / "vectors.npy"))
-    assert len(np.load(third / "vectors.npy")) == 3
+    assert np.load(third / "vectors.npy").shape == (embedder.dim, 3), "a column per document"
     meta = json.loads((first / "meta.json").read_text())
     assert meta["model_id"].startswith("all-MiniLM-L6-v2-int8:") and meta["documents"] == 2
-    for key, value in (("model_id", "all-MiniLM-L6-v2-int8:000000000000"), ("release", "ICD-10-CM FY1999")):
+    changes = (("model_id", "all-MiniLM-L6-v2-int8:000000000000"), ("release", "ICD-10-CM FY1999"), ("layout", "document-major"))
+    for key, value in changes:
         with duckdb.connect(str(kb_path), read_only=True) as con:
             build_vectors(con, tmp_path / key, embedder, documents=documents)
         path = tmp_path / key / "meta.json"
