@@ -43,7 +43,9 @@ CONFLICT_DISCOUNT, and a code that names a side the query does not name (and has
 unspecified-side variant) by SIDE_DISCOUNT; and the other encounter variants (7th character) of a code follow every
 first variant, so that the top k holds k different conditions.
 With dense vectors (`icd_graph.dense`, the `dense` extra), `all` adds one more list: the codes
-of the documents most similar to the query's embedding, fused with weight WEIGHTS['dense']; an
+of the documents most similar to the query's embedding, fused with weight WEIGHTS['dense'] for a
+diagnosis and SENTENCE_DENSE for a query of SENTENCE_WORDS words or more (a sentence, where the
+lexical lists rank near-misses first: tuned on the sentences of the ACI-BENCH train notes); an
 exact match that the lexical lists ranked first stays first, and a code found only by the dense
 list is matched by the document it came from. `dense` alone ranks codes by cosine similarity.
 Tuned on the diagnosis mentions of the ACI-BENCH train split (recall@10 of the gold code, `all`:
@@ -94,6 +96,8 @@ INDEX_B = 0.3
 ENCOUNTER_DISCOUNT = 0.05
 EXACT_MAX_WORDS = 8
 WEIGHTS = {EXACT: 10.0, TABULAR: 0.5, INDEX: 1.0, SEE: 0.5, ADDITIONAL: 0.5, DENSE: 0.5}
+SENTENCE_WORDS = 5  # a query of this many words or more reads as a sentence rather than a diagnosis
+SENTENCE_DENSE = 2.0  # the dense list's weight for a sentence (WEIGHTS[DENSE] for a diagnosis)
 DENSE_DOCS = 4
 FOLLOWED = 3
 MIN_SHARED = 2
@@ -594,7 +598,7 @@ class Searcher:
         if source == ALL and order and self.has_dense():
             first = order[0] if any(doc == order[0] for doc, *_ in exact_ranked) else None
             lists.append((DENSE, self._dense_ranked(text, CANDIDATES)))
-            order, fused = self._order(lists, flags)
+            order, fused = self._order(lists, flags, len(tokens) >= SENTENCE_WORDS)
             if first is not None and order[0] != first:
                 order.remove(first)
                 order.insert(0, first)
@@ -796,14 +800,16 @@ class Searcher:
                     matched[doc] = path
         return [Match(self.codes[d], fused[d], matched.get(d, ""), "+".join(sources[d])) for d in best]
 
-    def _order(self, lists, flags: int) -> tuple[list[int], dict[int, float]]:
-        """Weighted reciprocal rank fusion; a code that contradicts the query (`contradicts`) is
-        discounted, and the encounter variants (7th character) of a code already ranked follow
-        all first variants. The fused order and scores."""
+    def _order(self, lists, flags: int, sentence: bool = False) -> tuple[list[int], dict[int, float]]:
+        """Weighted reciprocal rank fusion (a `sentence` weights the dense list SENTENCE_DENSE);
+        a code that contradicts the query (`contradicts`) is discounted, and the encounter
+        variants (7th character) of a code already ranked follow all first variants. The fused
+        order and scores."""
+        weights = {**WEIGHTS, DENSE: SENTENCE_DENSE} if sentence else WEIGHTS
         fused: dict[int, float] = {}
         for name, ranked in lists:
             for rank, (doc, _, _) in enumerate(ranked, start=1):
-                fused[doc] = fused.get(doc, 0.0) + WEIGHTS[name] / (RRF_K + rank)
+                fused[doc] = fused.get(doc, 0.0) + weights[name] / (RRF_K + rank)
         for doc in fused:
             if contradicts(flags, int(self.flags[doc])):
                 fused[doc] *= CONFLICT_DISCOUNT

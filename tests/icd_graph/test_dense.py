@@ -154,6 +154,34 @@ def test_paraphrases_with_no_shared_words_reach_their_codes(kb, dense_kb):
     assert found["dense", 10] >= 7 and found["all", 50] >= 7 and found["lexical", 50] <= 5, found
 
 
+# The same conditions said in lay sentences, as a whole note's sentences are queried (written
+# before any run, not used to tune anything).
+SENTENCES = [
+    ("She has had trouble sleeping most nights since her husband died", ("G47.0", "F51.0")),
+    ("He broke his wrist when he fell off the ladder", ("S52.5", "S52.6", "S62.1")),
+    ("The patient had a heart attack two years ago", ("I21", "I25.2")),
+    ("Her belly pain gets worse after she eats", ("R10",)),
+    ("Both of his ankles are swollen at the end of the day", ("R60.0", "M25.47")),
+    ("She woke up with pink eye in both eyes", ("H10",)),
+    ("He has a blood clot in the leg after his long flight", ("I82.4",)),
+    ("He caught a stomach bug from his daughter last week", ("A08", "A09", "K52.9")),
+]
+
+
+def test_a_sentence_weights_the_dense_list_more_than_a_diagnosis(dense_kb, monkeypatch):
+    """Fused, a sentence reaches its code in the top 10 more often with the sentence weight of
+    the dense list (tuned on ACI-BENCH train sentences) than with a diagnosis's weight."""
+    from icd_graph import search
+
+    def reached() -> int:
+        return sum(any(hit.code.startswith(prefixes) for hit in dense_kb.search(text, k=10)) for text, prefixes in SENTENCES)
+
+    as_sentences = reached()
+    monkeypatch.setattr(search, "SENTENCE_DENSE", search.WEIGHTS[search.DENSE])
+    as_diagnoses = reached()
+    assert as_sentences >= 6 and as_sentences > as_diagnoses, (as_sentences, as_diagnoses)
+
+
 def test_fusion_keeps_every_exact_first_hit_of_the_lexical_search(kb, dense_kb, labels_dir):
     import os
     from pathlib import Path
