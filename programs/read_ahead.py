@@ -108,10 +108,15 @@ class ReadAhead:
 
 
 @contextmanager
-def reading_ahead(extractor: ProblemExtractor) -> Iterator[ReadAhead]:
+def reading_ahead(extractor: ProblemExtractor) -> Iterator[ReadAhead | None]:
     """A started `ReadAhead`; while the block runs, `extractor` takes from it the problems of the
-    notes it is given to read."""
-    with ReadAhead() as ahead:
+    notes it is given to read. None when no process can be started: the extractor reads here."""
+    try:
+        started = ReadAhead()
+    except OSError:
+        yield None
+        return
+    with started as ahead:
         extractor.ahead = ahead
         try:
             yield ahead

@@ -75,3 +75,20 @@ def test_while_reading_ahead_the_extractor_preloads_nothing(notes):
     loading = extractor.preload()
     loading.join()
     assert extractor.load()
+
+
+def test_without_a_process_to_be_had_the_extractor_reads_here(notes, extract, monkeypatch):
+    spawn = multiprocessing.get_context("spawn")
+
+    class NoProcesses:
+        def __getattr__(self, name):
+            return getattr(spawn, name)
+
+        def Process(self, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+            raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("programs.read_ahead.multiprocessing.get_context", lambda method: NoProcesses())
+    extractor = ProblemExtractor()
+    with reading_ahead(extractor) as ahead:
+        assert ahead is None and extractor.ahead is None
+        assert extractor(notes[0]) == extract.extract(notes[0])
