@@ -597,7 +597,7 @@ class Searcher:
             order, fused = self._order(lists, flags)
         if source == ALL and order and self.has_dense():
             first = order[0] if any(doc == order[0] for doc, *_ in exact_ranked) else None
-            lists.append((DENSE, self._dense_ranked(text, CANDIDATES)))
+            lists.append((DENSE, self._dense_ranked(text, CANDIDATES, scored)))
             order, fused = self._order(lists, flags, len(tokens) >= SENTENCE_WORDS)
             if first is not None and order[0] != first:
                 order.remove(first)
@@ -623,10 +623,11 @@ class Searcher:
         similarity = {doc: score for doc, score, _ in ranked}
         return self._matches(lists, order[:k], similarity)
 
-    def _dense_ranked(self, text: str, n: int) -> list[tuple[int, float, str]]:
+    def _dense_ranked(self, text: str, n: int, scored: Scored | None = None) -> list[tuple[int, float, str]]:
         """At least n billable codes from the most similar documents: a description's codes
         (initial encounter first), an index path's codes most similar by their own
-        descriptions; at most EXPANSION per document."""
+        descriptions; at most EXPANSION per document, with `scored` preceded by the siblings of an
+        'unspecified' one that name more of the query (`_site_first`)."""
         dense = self.dense
         similarities = dense.similarities(text)
         codes = np.full(len(self.codes), -1.0, dtype=np.float32)
@@ -637,7 +638,8 @@ class Searcher:
             if not dense.kinds[doc]:
                 targets = targets[np.lexsort((targets, -codes[targets]))]
             path = "" if dense.kinds[doc] else dense.texts[doc]
-            for member in targets[:EXPANSION].tolist():
+            members = targets[:EXPANSION].tolist()
+            for member in members if scored is None else self._site_first(members, scored):
                 ranked.setdefault(member, (member, float(similarities[doc]), path))
             if len(ranked) >= n:
                 break
@@ -762,6 +764,11 @@ class Searcher:
         best = self._ranked(positions[self.billable[positions]], scored.scores)
         if not scored.sided:
             best = list(dict.fromkeys(p for position in best for p in (int(self.unsided[position]), position) if p >= 0))
+        return self._site_first(best, scored)
+
+    def _site_first(self, best: list[int], scored: Scored) -> list[int]:
+        """best, preceded by at most EXPANSION siblings of an 'unspecified' one that match more
+        query words ('site unspecified' -> the site the query names)."""
         unspecified = [p for p in best if self.flags[p] & UNSPECIFIED]
         if not unspecified or scored.words is None:
             return best

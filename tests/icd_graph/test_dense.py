@@ -38,7 +38,7 @@ PARAPHRASES = [
     ("swollen ankles", ("R60.0", "M25.47")),
 ]
 CATEGORIES = ("I21", "I25", "E11", "E10", "S52", "S62", "G47", "F51", "A08", "A09", "K52", "H10",
-              "J93", "I82", "R10", "R60", "M25", "I10", "E78", "J45", "M17", "F32")
+              "J93", "I82", "R10", "R60", "M25", "I10", "E78", "J45", "M17", "F32", "M47")
 DISTRACTORS = 2000
 
 
@@ -180,6 +180,16 @@ def test_a_sentence_weights_the_dense_list_more_than_a_diagnosis(dense_kb, monke
     monkeypatch.setattr(search, "SENTENCE_DENSE", search.WEIGHTS[search.DENSE])
     as_diagnoses = reached()
     assert as_sentences >= 6 and as_sentences > as_diagnoses, (as_sentences, as_diagnoses)
+
+
+def test_a_dense_hit_on_a_site_unspecified_code_brings_the_site_the_query_names(dense_kb):
+    """The dense leg's hit 'Arthropathy, facet joint' -> M47.819 (site unspecified) is preceded,
+    as in the lexical lists, by the siblings that name the query's site: cervical for C6-7."""
+    dense = [hit.code for hit in dense_kb.search("lower facet arthropathy. C6-7 and C7-T1", k=50, source="dense")]
+    fused = [hit.code for hit in dense_kb.search("lower facet arthropathy. C6-7 and C7-T1", k=10)]
+    assert "M47.819" in dense[:5], dense[:5]
+    assert "M47.812" in fused[:3], fused
+    assert [code for code in fused if code.startswith("M47.81")][:1] != ["M47.819"], fused
 
 
 def test_fusion_keeps_every_exact_first_hit_of_the_lexical_search(kb, dense_kb, labels_dir):
