@@ -79,6 +79,9 @@ class MiniLM(Embedder):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning: a query's matrix product, right after its
+        # embedding, would otherwise share the cores with them (12.5 against 18 ms for both).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.tokenizer = tokenizers.Tokenizer.from_file(str(vocabulary))
         self.tokenizer.enable_truncation(MAX_TOKENS)

@@ -375,6 +375,10 @@ class KnowledgeBase:
             return self._tree
 
     def _descriptions(self, codes: list[str]) -> dict[str, str]:
+        """From memory once the hierarchy is loaded (a query costs a search about 4 ms), else one query."""
+        tree = self._nodes
+        if tree is not None:
+            return {code: tree.info(tree.position[code]).description for code in codes}
         rows = self._rows("SELECT code, description FROM nodes WHERE code IN (SELECT unnest($codes))", {"codes": codes})
         return dict(rows)
 

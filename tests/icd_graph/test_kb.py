@@ -117,6 +117,16 @@ def test_search_sources(kb):
     assert kb.search("", k=5) == []
 
 
+def test_search_describes_hits_the_same_before_and_after_the_hierarchy_loads(kb_path):
+    with KnowledgeBase(kb_path) as fresh:
+        before = fresh.search("fracture of neck of right femur", k=10)
+        fresh.expand("S72.001A", "parent")
+        after = fresh.search("fracture of neck of right femur", k=10)
+        assert before == after and len(after) == 10
+        assert all(hit.description == fresh.require(hit.code).description for hit in after)
+        assert len({hit.description for hit in after}) == 10
+
+
 def test_index_navigation(kb):
     entries = kb.index_lookup(["Diabetes", "type 2", "with", "retinopathy"])
     assert entries[0].path == "Diabetes, diabetic, type 2, with, retinopathy"
