@@ -375,7 +375,7 @@ class KnowledgeBase:
             return self._tree
 
     def _descriptions(self, codes: list[str]) -> dict[str, str]:
-        """From memory once the hierarchy is loaded (a query costs a search about 4 ms), else one query."""
+        """From memory once the hierarchy is loaded, else one query (about 4 ms of a search)."""
         tree = self._nodes
         if tree is not None:
             return {code: tree.info(tree.position[code]).description for code in codes}
