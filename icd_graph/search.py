@@ -626,8 +626,9 @@ class Searcher:
     def _dense_ranked(self, text: str, n: int, scored: Scored | None = None) -> list[tuple[int, float, str]]:
         """At least n billable codes from the most similar documents: a description's codes
         (initial encounter first), an index path's codes most similar by their own
-        descriptions; at most EXPANSION per document, with `scored` preceded by the siblings of an
-        'unspecified' one that name more of the query (`_site_first`)."""
+        descriptions; at most EXPANSION per document. Given the query's `scored`, a document's
+        codes are preceded, as in the lexical lists, by the siblings of an 'unspecified' one that
+        name more of the query (`_site_first`)."""
         dense = self.dense
         similarities = dense.similarities(text)
         codes = np.full(len(self.codes), -1.0, dtype=np.float32)
