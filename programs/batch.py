@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from dspy.utils.exceptions import LMError
 
 from data.records import NoteRecord
 from programs.base import CodingProgram
-from programs.concurrency import Budget
+from programs.concurrency import Budget, Feed
 from programs.errors import BatchError, ModelError, NoteError
 from programs.lm import model_error, spent
 from programs.result import CodingResult
@@ -179,24 +179,14 @@ def run_batch(
     before = spent(lm)
     try:
         with Appender(output) as sink, ThreadPoolExecutor(max_workers=budget.threads) as pool:
-            pending = {pool.submit(code_record, program, record.id, record.text, lm, budget): record for record in todo}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in sorted(finished, key=lambda f: pending[f].id):
-                        pending.pop(future)
-                        if future.cancelled():
-                            continue
-                        outcome = future.result()
-                        summary.record(outcome, sink)
-                        if outcome.stopped:
-                            for other in pending:
-                                other.cancel()
-                        elif on_note:
-                            on_note(outcome.id)
-            finally:
-                for future in pending:
-                    future.cancel()
+            feed = Feed(pool, lambda record: code_record(program, record.id, record.text, lm, budget), todo, 2 * budget.threads)
+            for _, future in feed:
+                outcome = future.result()
+                summary.record(outcome, sink)
+                if outcome.stopped:
+                    feed.stop()
+                elif on_note:
+                    on_note(outcome.id)
     finally:
         budget.close()
     summary.cost = spent(lm) - before

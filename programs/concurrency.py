@@ -2,16 +2,18 @@
 note that do not depend on each other (MedCoder's re-ranks, CLH's look-ups, verify's selections)
 share it. A note's independent calls run on the budget's free threads at that moment (with none
 free, one after the other on the note's own thread) and come back in order, so a note's codes
-and trace are those of a sequential run."""
+and trace are those of a sequential run. `Feed` hands a batch's notes to a pool of threads and
+gives them back as they finish."""
 
 from __future__ import annotations
 
 import contextvars
+import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -103,3 +105,50 @@ def in_order(fn: Callable[[T], R], items: Sequence[T], concurrent: bool = True) 
     if not concurrent or budget is None or budget.threads == 1 or len(items) < 2:
         return [fn(item) for item in items]
     return budget.map(fn, items)
+
+
+class Feed(Generic[T, R]):
+    """`fn(item)` for each of `items` on `pool`, at most `ahead` items submitted and not yet
+    given back; `for item, future in feed` gives each item with its finished future as it
+    finishes. `stop()` starts no more items and cancels those not yet started: the loop then
+    ends with the items already running. Leaving the loop early (Ctrl-C) stops the feed.
+
+    The loop waits on one queue, never on the futures' own locks: Ctrl-C raises
+    KeyboardInterrupt anywhere in the main thread, and raised inside `concurrent.futures.wait`,
+    which takes the lock of every future it waits on one after another, it can leave a future
+    locked, so that the thread running it never ends and neither does the command."""
+
+    def __init__(self, pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int):
+        self._pool, self._fn, self._items, self._ahead = pool, fn, iter(items), max(1, ahead)
+        self._finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
+        self._submitted: dict[Future[R], T] = {}
+
+    def __iter__(self) -> Iterator[tuple[T, Future[R]]]:
+        try:
+            self._top_up()
+            while self._submitted:
+                future = self._finished.get()
+                item = self._submitted.pop(future)
+                if future.cancelled():
+                    continue
+                self._top_up()
+                yield item, future
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._items = iter(())
+        for future in list(self._submitted):
+            future.cancel()
+
+    def _top_up(self) -> None:
+        while len(self._submitted) < self._ahead:
+            item = next(self._items, _END)
+            if item is _END:
+                return
+            future = self._pool.submit(self._fn, item)
+            self._submitted[future] = item
+            future.add_done_callback(self._finished.put)
+
+
+_END = object()

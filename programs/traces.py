@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from icd_graph.tools import RecordingKnowledgeBase
 from optimizers.metrics import code_f1
 from programs.base import CodingProgram
 from programs.batch import BatchSummary, code_note, finished_ids
+from programs.concurrency import Feed
 from programs.errors import NoteError
 from programs.lm import spent
 
@@ -151,30 +152,22 @@ def write_traces(
     before = spent(lm)  # 0 with lm None: `--model none`, the rules alone
     with recorded(program) as kb, output.open("a", encoding="utf-8") as sink, \
             ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        pending = {pool.submit(trace_note, program, kb, record, lm, meta): record for record in todo}
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: pending[f].id):
-                    record = pending.pop(future)
-                    try:
-                        line = future.result()
-                    except NoteError as exc:
-                        summary.failed.append((record.id, str(exc)))
-                    else:
-                        summary.add_usage(line.pop("usage"))
-                        if min_f1 is not None and line["f1"] < min_f1:
-                            summary.rejected.append((record.id, line["f1"]))
-                        else:
-                            sink.write(json.dumps(line, ensure_ascii=False) + "\n")
-                            sink.flush()
-                            os.fsync(sink.fileno())
-                            summary.written += 1
-                            summary.f1.append(line["f1"])
-                    if on_note:
-                        on_note(record.id)
-        finally:
-            for future in pending:
-                future.cancel()
+        for record, future in Feed(pool, lambda record: trace_note(program, kb, record, lm, meta), todo, 2 * max(1, threads)):
+            try:
+                line = future.result()
+            except NoteError as exc:
+                summary.failed.append((record.id, str(exc)))
+            else:
+                summary.add_usage(line.pop("usage"))
+                if min_f1 is not None and line["f1"] < min_f1:
+                    summary.rejected.append((record.id, line["f1"]))
+                else:
+                    sink.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                    summary.written += 1
+                    summary.f1.append(line["f1"])
+            if on_note:
+                on_note(record.id)
     summary.cost = spent(lm) - before
     return summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ NOTES = 500
 KILL_AFTER = 150
 RERUNS = 6
 INTERRUPTED_NOTES = 5000
+INTERRUPTS = 8
 
 
 def lines_in(path) -> int:
@@ -105,3 +107,34 @@ def test_ctrl_c_mid_batch_exits_130_and_leaves_no_process(kb_path, tmp_path):
         raise AssertionError("a process of the interrupted command is still running")
     written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert 3 <= len(written) < INTERRUPTED_NOTES and len(set(written)) == len(written) and set(written) <= set(ids)
+
+
+def test_ctrl_c_at_any_moment_of_a_batch_ends_the_command(kb_path, tmp_path):
+    """Ctrl-C lands wherever the command's main thread is. Here it lands at eight moments of a
+    batch coded by the rules alone (`--model none`: hundreds of notes a second, the main thread
+    busy handing notes out and taking them back). Each time the command exits 130 within
+    seconds, and every line written is a whole note. Waiting for the notes with
+    `concurrent.futures.wait` hung about one such interrupt in four (see
+    `programs.concurrency.Feed`)."""
+    notes = tmp_path / "notes.jsonl"
+    write_notes(notes, INTERRUPTED_NOTES)
+    moments = random.Random(7)
+    for run in range(INTERRUPTS):
+        out = tmp_path / f"preds-{run}.jsonl"
+        command = [sys.executable, "cli.py", "predict", "--input", str(notes), "--output", str(out), "--model", "none",
+                   "--threads", "2", "--db", str(kb_path), "--json"]
+        running = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        started = time.monotonic()
+        while lines_in(out) < 3 and running.poll() is None and time.monotonic() - started < 120:
+            time.sleep(0.02)
+        time.sleep(moments.uniform(0, 1.5))
+        os.killpg(running.pid, signal.SIGINT)
+        try:
+            stderr = running.communicate(timeout=30)[1].decode()
+        except subprocess.TimeoutExpired:
+            os.killpg(running.pid, signal.SIGKILL)
+            running.communicate()
+            raise AssertionError(f"interrupt {run + 1} of {INTERRUPTS}: the command did not end") from None
+        assert running.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
+        written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+        assert len(set(written)) == len(written) >= 3

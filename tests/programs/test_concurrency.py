@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from data.records import NoteRecord
 from programs.batch import code_note, run_batch
-from programs.concurrency import Budget, in_order
+from programs.concurrency import Budget, Feed, in_order
 from programs.lm import make_lm
 from programs.registry import build_program
 from tests.programs.scripted_server import ECHO_SCRIPT, ScriptedServer
@@ -87,6 +88,31 @@ def test_helpers_only_take_free_slots():
     holder.join()
     budget.close()
     assert fn.most == 1, "both slots held by notes: no helper"
+
+
+
+def test_a_feed_gives_back_every_item_once_as_it_finishes_and_submits_a_few_ahead():
+    started: list[int] = []
+
+    def square(n: int) -> int:
+        started.append(n)
+        time.sleep(0.3 if n == 0 else 0.001)
+        return n * n
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        given = [(item, future.result()) for item, future in Feed(pool, square, range(40), ahead=5)]
+    assert sorted(given) == [(n, n * n) for n in range(40)]
+    assert given[-1][0] == 0, "the slow first item comes back last"
+
+    started.clear()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        feed = Feed(pool, square, range(1, 1000), ahead=4)
+        given = []
+        for item, _ in feed:
+            given.append(item)
+            if len(given) == 3:
+                feed.stop()
+    assert len(started) <= 3 + 4 and sorted(given) == sorted(started), "after stop(), only what had started ends"
 
 
 @pytest.mark.parametrize("name", ["medcoder", "clh", "verify"])
