@@ -3,7 +3,8 @@
 ends with this one): brings loopback up, serves the scripted model on it, then codes the same
 notes with the threads engine and with the Ray engine - a head started with `ray start --head`
 (token authentication, the token handed to the driver in RAY_AUTH_TOKEN) reached through
-`--ray-address`, and the local cluster `predict` starts itself, killed mid-run and resumed -
+`--ray-address`, and the local cluster `predict` starts itself, killed mid-run and resumed, and
+interrupted with Ctrl-C -
 while watching every TCP socket with `ss`. Writes what it saw to a JSON report the test checks.
 
     python -m tests.programs.ray_session --db KB --report R
@@ -149,6 +150,24 @@ def run(args) -> dict:
             report["killed"] = {"stderr": killed.communicate()[1], "status": killed.returncode, "saved": len(lines(output)),
                                 "seconds": round(time.monotonic() - started_at, 1)}
 
+            # Ctrl-C, as a terminal sends it: SIGINT to the command's whole process group
+            stopped = work / "ray-interrupted.jsonl"
+            interrupted = subprocess.Popen([str(stopped) if part == str(output) else part for part in command], cwd=REPO,
+                                           env={**env, "DSPY_CACHEDIR": str(work / "cache-interrupted")}, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+            started_at = time.monotonic()
+            while len(lines(stopped)) < KILL_AFTER and interrupted.poll() is None and time.monotonic() - started_at < 600:
+                time.sleep(0.05)
+            os.killpg(interrupted.pid, signal.SIGINT)
+            started_at = time.monotonic()
+            try:
+                stderr = interrupted.communicate(timeout=120)[1]
+            except subprocess.TimeoutExpired:
+                os.killpg(interrupted.pid, signal.SIGKILL)
+                stderr = "hung: " + interrupted.communicate()[1]
+            report["interrupted"] = {"stderr": stderr, "status": interrupted.returncode,
+                                     "seconds": round(time.monotonic() - started_at, 1)}
+
             # resumed on the head
             done = predict(work, notes, output, *db, *model, "--program", str(COMPILED), *address, "--threads", "2",
                            env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
@@ -161,7 +180,7 @@ def run(args) -> dict:
             stopped = subprocess.run([RAY, "stop", "--force"], env=head_env, capture_output=True, text=True, timeout=120)
             report["head_stopped"] = stopped.returncode
         report["sockets"] = sorted(sockets.seen)
-    for name in ("threads-none", "threads-scripted", "ray-address", "ray-evaluate", "ray-killed"):
+    for name in ("threads-none", "threads-scripted", "ray-address", "ray-evaluate", "ray-killed", "ray-interrupted"):
         report[name] = lines(work / f"{name}.jsonl")
     report["unpacked"] = (unpacked / "icd10cm.duckdb").is_file()
     report["seconds"] = SECONDS

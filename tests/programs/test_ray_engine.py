@@ -4,11 +4,12 @@ machine's network address, and every process Ray starts ends with the namespace)
 engine's predictions equal the threads engine's with `--model none` (on a head started with
 `ray start --head`, its token handed to the driver) and with the scripted model and a compiled
 program (whose demos reach the workers without its file); the local cluster `predict` starts is
-killed mid-run with SIGKILL and the rerun resumes without losing or repeating a note; a wrong
+killed mid-run with SIGKILL and the rerun resumes without losing or repeating a note, and
+Ctrl-C on it exits 130 in one line leaving whole notes; a wrong
 token and a dead model are one line each; every TCP connection `ss` saw was on 127.0.0.1.
 
 Needs root (for the namespace), `unshare`, `ip`, `ss` and the `ray` extra; skipped, saying so,
-elsewhere. About 2 to 3 minutes on 2 cores: one session, six Ray runs."""
+elsewhere. About 2 to 3 minutes on 2 cores: one session, seven Ray runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from programs.ray_engine import INSTALL
+from tests.programs.ray_session import KILL_AFTER
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = ("127.0.0.1:", "[::ffff:127.0.0.1]:")
@@ -106,6 +108,16 @@ def test_killed_local_run_resumes_each_note_once_equal_to_threads(seen):
     for key in ("prompt_tokens", "completion_tokens"):
         total = sum(usage[key] for line in resumed_lines for usage in line["result"]["usage"].values())
         assert sum(counts[key] for counts in summary["usage"].values()) == total > 0, "usage totals of the run"
+
+
+@in_namespace
+def test_ctrl_c_on_a_local_cluster_exits_130_in_one_line_with_whole_notes(seen):
+    interrupted = seen["interrupted"]
+    assert interrupted["status"] == 130 and interrupted["stderr"].strip().splitlines() == ["interrupted"], interrupted
+    ids = [line["id"] for line in seen["ray-interrupted"]]
+    assert KILL_AFTER <= len(ids) < 24 and len(set(ids)) == len(ids)
+    threads = by_id(seen["threads-scripted"])
+    assert all(line == threads[line["id"]] for line in seen["ray-interrupted"])
 
 
 @in_namespace
