@@ -29,14 +29,15 @@ from tests.programs.synthetic import write_problem_notes  # noqa: E402
 
 
 class TimedServer(ScriptedServer):
-    """The scripted server, noting when each request arrived."""
+    """The scripted server, noting when each request arrived: `answer` is called once the fixed
+    latency has passed, so a request arrived `delay` seconds before its answer is made."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.arrivals: list[float] = []
 
     def answer(self, messages: list[dict], as_json: bool = False) -> str | None:
-        self.arrivals.append(time.perf_counter())
+        self.arrivals.append(time.perf_counter() - self.delay)
         return super().answer(messages, as_json=as_json)
 
 
