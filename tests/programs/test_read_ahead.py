@@ -1,6 +1,7 @@
 """The extractor's read-ahead process on real ACI-BENCH notes: its answers are the extractor's
 own, whatever order the notes are asked in; a note it will not answer never waits; a process
-that dies or is closed leaves the notes to the extractor of this process."""
+that dies or is closed leaves the notes to the extractor of this process; it is forked only
+from a process with no other thread, and a forked one ends with the command."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import csv
 import multiprocessing
 import os
 import random
+import signal
+import subprocess
+import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from programs.extractor import ProblemExtractor
-from programs.read_ahead import ReadAhead, reading_ahead
+from programs.read_ahead import ReadAhead, reading_ahead, start_method
 
 NAME = "icd-read-ahead"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +99,48 @@ def test_without_a_process_to_be_had_the_extractor_reads_here(notes, extract, mo
     with reading_ahead(extractor) as ahead:
         assert ahead is None and extractor.ahead is None
         assert extractor(notes[0]) == extract.extract(notes[0])
+
+
+def test_it_forks_only_a_process_with_no_other_thread():
+    alone = subprocess.run([sys.executable, "-c", "from programs.read_ahead import start_method; print(start_method())"],
+                           cwd=REPO, capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == ("fork" if sys.platform == "linux" else "spawn")
+    waiting = threading.Event()
+    other = threading.Thread(target=waiting.wait)
+    other.start()
+    try:
+        assert start_method() == "spawn"
+    finally:
+        waiting.set()
+        other.join()
+
+
+FORKED = """
+import time
+from programs.read_ahead import ReadAhead, start_method
+assert start_method() == "fork"
+ahead = ReadAhead()
+notes = [f"ASSESSMENT AND PLAN\\n\\n1. Asthma, visit {n}." for n in range(5000)]
+ahead.read(notes)
+assert ahead.problems(notes[0])
+print(ahead._process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_forked_process_ends_when_the_command_is_killed():
+    """The forked process holds no copy of the command's ends of its pipes: killed outright
+    (SIGKILL, no clean-up) with thousands of notes still to read, the command leaves it a pipe
+    with no reader for its next answer, so it ends at once, not after the notes."""
+    command = subprocess.Popen([sys.executable, "-c", FORKED], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = int(command.stdout.readline())
+    command.kill()
+    command.wait()
+    for _ in range(200):
+        stat = Path(f"/proc/{child}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the read-ahead process outlived the command")
