@@ -19,6 +19,7 @@ embedded model the tokens where the grammar overrode the model.
 from __future__ import annotations
 
 import contextvars
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ MODES = (AUTO, *CONSTRAINED, OFF)
 SERVER_MODES = (LLAMA_CPP, VLLM)
 ANSWER_FORMAT = "coding_answer"
 CHAT_END = "[[ ## completed ## ]]"
+_CAPABILITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def decoding_of(lm) -> str:
@@ -47,10 +49,34 @@ def decoding_of(lm) -> str:
         return mode
     if getattr(getattr(lm, "engine", None), "decodes_answer_schemas", False):
         return GRAMMAR
+    return _capabilities(lm)[0]
+
+
+def _capabilities(lm) -> tuple[str, frozenset[str]]:
+    """(`json-schema` or `off`, the request parameters it takes) as DSPy's table of models
+    reports them for `lm`, read once per LM (an LM that cannot be a dictionary key, every
+    call): a model the table does not name is looked for entry by entry, about 2 ms of lock-
+    holding time each time, twice a call."""
     try:
-        return JSON_SCHEMA if lm.supports_response_schema else OFF
+        return _CAPABILITIES[lm]
+    except KeyError:
+        known = _CAPABILITIES[lm] = _read_capabilities(lm)
+        return known
+    except TypeError:
+        return _read_capabilities(lm)
+
+
+def _read_capabilities(lm) -> tuple[str, frozenset[str]]:
+    try:
+        mode = JSON_SCHEMA if lm.supports_response_schema else OFF
     except Exception:  # a model DSPy knows nothing about
-        return OFF
+        mode = OFF
+    try:
+        params = frozenset(lm.supported_params)
+    except Exception:  # a model DSPy knows nothing about
+        params = frozenset()
+    return mode, params
+
 
 
 class ConstrainedAdapter(JSONAdapter):
@@ -126,7 +152,7 @@ def decoding(predictor: dspy.Predict, narrowed: Mapping[str, Narrowing] | None) 
     config: dict = {}
     if mode in CONSTRAINED:
         settings["adapter"] = ConstrainedAdapter(answer_schema(predictor.signature, narrowed), mode)
-    elif lm is not None and "stop" in _supported_params(lm):
+    elif lm is not None and "stop" in _capabilities(lm)[1]:
         stop = lm.kwargs.get("stop") or []
         config["stop"] = [*([stop] if isinstance(stop, str) else stop), CHAT_END]
     token = _current.set(decoded)
@@ -137,8 +163,3 @@ def decoding(predictor: dspy.Predict, narrowed: Mapping[str, Narrowing] | None) 
         _current.reset(token)
 
 
-def _supported_params(lm) -> set[str]:
-    try:
-        return set(lm.supported_params)
-    except Exception:  # a model DSPy knows nothing about
-        return set()

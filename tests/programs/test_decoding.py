@@ -117,6 +117,29 @@ def test_which_decoding_each_model_takes():
     assert decoding_of(named) == decoding_of(named.copy()) == "llama.cpp"
 
 
+class Counted(dspy.LM):
+    """An LM that counts how often DSPy's table of models is read for it."""
+
+    reads = 0
+
+    @property
+    def supports_response_schema(self) -> bool:
+        self.reads += 1
+        return super().supports_response_schema
+
+
+class Unhashable(Counted):
+    __hash__ = None
+
+
+def test_each_lm_reads_the_table_of_models_once_and_an_unhashable_one_every_call():
+    served = [Counted("openai/gpt-4o-mini"), Counted("hosted_vllm/m", api_base="http://127.0.0.1:9/v1")]
+    assert [decoding_of(lm) for lm in served * 3] == ["json-schema", "off"] * 3
+    assert [lm.reads for lm in served] == [1, 1]
+    unhashable = Unhashable("openai/gpt-4o-mini")
+    assert [decoding_of(unhashable) for _ in range(3)] == ["json-schema"] * 3 and unhashable.reads == 3
+
+
 @pytest.mark.parametrize("model, api_base, decoding, problem", [
     ("local", None, "auto", None),
     ("local", None, "off", None),
