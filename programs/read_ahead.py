@@ -12,6 +12,7 @@ failed, the process is gone) is extracted in this process instead, so nothing de
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -129,10 +130,15 @@ def reading_ahead(extractor: ProblemExtractor) -> Iterator[ReadAhead | None]:
 
 
 def start_method() -> str:
-    """'fork' on Linux from a process with no other thread (the command starts its read-ahead
-    before any): the process starts at once, where 'spawn' starts an interpreter that imports
-    the command's module again (about 0.15 s of the command's start-up); 'spawn' elsewhere."""
-    return "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+    """'fork' on Linux from a process with no other thread, a C library's included (the
+    command starts its read-ahead before any): the process starts at once, where 'spawn'
+    starts an interpreter that imports the command's module again (about 0.15 s of the
+    command's start-up); 'spawn' elsewhere."""
+    try:
+        alone = sys.platform == "linux" and len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        alone = False
+    return "fork" if alone else "spawn"
 
 
 def _serve(notes, answers, inherited) -> None:
