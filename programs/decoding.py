@@ -78,7 +78,6 @@ def _read_capabilities(lm) -> tuple[str, frozenset[str]]:
     return mode, params
 
 
-
 class ConstrainedAdapter(JSONAdapter):
     """DSPy's JSONAdapter sending one call's answer schema the way `mode` says."""
 
@@ -161,5 +160,3 @@ def decoding(predictor: dspy.Predict, narrowed: Mapping[str, Narrowing] | None) 
             yield mode, decoded, config
     finally:
         _current.reset(token)
-
-

@@ -90,7 +90,6 @@ def test_helpers_only_take_free_slots():
     assert fn.most == 1, "both slots held by notes: no helper"
 
 
-
 def test_a_feed_gives_back_every_item_once_as_it_finishes_and_submits_a_few_ahead():
     started: list[int] = []
 

@@ -128,6 +128,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the read-ahead process is forked on Linux only")
 def test_a_forked_process_ends_when_the_command_is_killed():
     """The forked process holds no copy of the command's ends of its pipes: killed outright
     (SIGKILL, no clean-up) with thousands of notes still to read, the command leaves it a pipe
