@@ -132,9 +132,11 @@ def test_ctrl_c_at_any_moment_of_a_batch_ends_the_command(kb_path, tmp_path):
         try:
             stderr = running.communicate(timeout=30)[1].decode()
         except subprocess.TimeoutExpired:
+            alive = subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-g", str(running.pid)], capture_output=True, text=True).stdout
             os.killpg(running.pid, signal.SIGKILL)
-            running.communicate()
-            raise AssertionError(f"interrupt {run + 1} of {INTERRUPTS}: the command did not end") from None
+            stderr = running.communicate()[1].decode()
+            raise AssertionError(f"interrupt {run + 1} of {INTERRUPTS}: the command did not end; its processes then:\n"
+                                 f"{alive}its stderr: {stderr[-2000:]}") from None
         assert running.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
         written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
         assert len(set(written)) == len(written) >= 3
