@@ -1328,10 +1328,15 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
 def run_and_exit() -> None:
     """Runs the command line, then exits without tearing down the interpreter's objects, which
     takes seconds after a batch (millions of objects of the search indexes, medspaCy, DSPy):
-    the output is flushed and the exit handlers run first, so nothing is lost."""
+    the output is flushed and the exit handlers run first, so nothing is lost. SIGUSR1 prints
+    every thread's stack on stderr (`kill -USR1 PID`: where a command that seems stuck is)."""
     import atexit
+    import faulthandler
     import os
+    import signal
 
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         cli()
         status = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,23 +112,31 @@ class Feed(Generic[T, R]):
     """`fn(item)` for each of `items` on `pool`, at most `ahead` items submitted and not yet
     given back; `for item, future in feed` gives each item with its finished future as it
     finishes. `stop()` starts no more items and cancels those not yet started: the loop then
-    ends with the items already running. Leaving the loop early (Ctrl-C) stops the feed.
+    ends with the items already running. Leaving the loop early stops the feed.
 
-    The loop waits on one queue, never on the futures' own locks: Ctrl-C raises
-    KeyboardInterrupt anywhere in the main thread, and raised inside `concurrent.futures.wait`,
-    which takes the lock of every future it waits on one after another, it can leave a future
-    locked, so that the thread running it never ends and neither does the command."""
+    Ctrl-C during the loop (in the main thread) is a stop: the items running then are still
+    given back (a batch saves the notes being coded), and the loop then raises
+    KeyboardInterrupt; a second Ctrl-C interrupts at once. Ctrl-C is not let raise wherever the
+    loop happens to be: a KeyboardInterrupt raised just after a thread lock is taken (a future's
+    condition, inside `Future.result` or `add_done_callback`) leaves the lock held, the pool
+    thread that finishes that future waits on it forever, and so does the command."""
 
     def __init__(self, pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int):
         self._pool, self._fn, self._items, self._ahead = pool, fn, iter(items), max(1, ahead)
-        self._finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[Future[R] | object] = queue.SimpleQueue()
         self._submitted: dict[Future[R], T] = {}
+        self._interrupted = False
 
     def __iter__(self) -> Iterator[tuple[T, Future[R]]]:
+        restore = _on_interrupt(self._interrupt)
         try:
             self._top_up()
             while self._submitted:
                 future = self._finished.get()
+                if future is _INTERRUPTED:
+                    self.stop()
+                    restore()
+                    continue
                 item = self._submitted.pop(future)
                 if future.cancelled():
                     continue
@@ -135,11 +144,19 @@ class Feed(Generic[T, R]):
                 yield item, future
         finally:
             self.stop()
+            restore()
+        if self._interrupted:
+            raise KeyboardInterrupt
 
     def stop(self) -> None:
         self._items = iter(())
         for future in list(self._submitted):
             future.cancel()
+
+    def _interrupt(self, *_) -> None:
+        """The SIGINT handler: only a flag and a put on the queue, which is safe in a handler."""
+        self._interrupted = True
+        self._finished.put(_INTERRUPTED)
 
     def _top_up(self) -> None:
         while len(self._submitted) < self._ahead:
@@ -151,4 +168,22 @@ class Feed(Generic[T, R]):
             future.add_done_callback(self._finished.put)
 
 
+def _on_interrupt(handler: Callable[..., None]) -> Callable[[], None]:
+    """`handler` for SIGINT in place of KeyboardInterrupt, when this is the main thread and
+    SIGINT raises KeyboardInterrupt now; returns what puts the previous handler back (once)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return lambda: None
+    signal.signal(signal.SIGINT, handler)
+    restored = False
+
+    def restore() -> None:
+        nonlocal restored
+        if not restored:
+            restored = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return restore
+
+
 _END = object()
+_INTERRUPTED = object()

@@ -4,6 +4,8 @@ order; the budget bounds the threads at work; a failure is raised in item order.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +114,28 @@ def test_a_feed_gives_back_every_item_once_as_it_finishes_and_submits_a_few_ahea
             if len(given) == 3:
                 feed.stop()
     assert len(started) <= 3 + 4 and sorted(given) == sorted(started), "after stop(), only what had started ends"
+
+
+def test_ctrl_c_in_a_feed_gives_back_the_running_items_then_raises_keyboard_interrupt():
+    """SIGINT is sent to this process while the loop is at its third item: the loop body is not
+    interrupted; the items running then come back, then the loop raises KeyboardInterrupt, and
+    Ctrl-C raises at once again afterwards."""
+    started: list[int] = []
+
+    def slow(n: int) -> int:
+        started.append(n)
+        time.sleep(0.05)
+        return n
+
+    given: list[int] = []
+    with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(KeyboardInterrupt):
+        for item, _ in Feed(pool, slow, range(1000), ahead=4):
+            if len(given) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the handler runs here; KeyboardInterrupt would too
+            given.append(item)
+    assert 3 < len(given) <= 3 + 4 and sorted(given) == sorted(started), "the running items came back, no more started"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("name", ["medcoder", "clh", "verify"])
