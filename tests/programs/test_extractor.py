@@ -99,3 +99,14 @@ def test_plan_sentences_are_not_problems_but_a_named_diagnosis_in_a_plan_is(extr
 def test_a_note_without_sections_is_read_as_one_assessment(extract):
     note = "1. Hypertension.\n2. Hyperlipidemia: continue atorvastatin.\n3. We will see her in 3 months."
     assert [p.text for p in extract(note)] == ["Hypertension", "Hyperlipidemia"]
+
+
+def test_the_pipeline_tokenizes_every_note_as_medspacys_own_tokenizer_does(extract, aci_notes):
+    """The extractor builds medspaCy's clinical tokenizer as its pipeline's own (not in place of
+    a blank English one): its tokens are those of `medspacy.load`'s, on every train note."""
+    import medspacy
+
+    reference = medspacy.load(medspacy_enable=["medspacy_tokenizer"]).tokenizer
+    nlp, _ = extract._pipeline()
+    for note in [*aci_notes.values(), INPATIENT, "c/o chf+cp, don't 1.5mg q.d. http://x.org pt's BP 120/80"]:
+        assert [t.text for t in nlp.tokenizer(note)] == [t.text for t in reference(note)]
