@@ -727,7 +727,7 @@ def run_program(program_name: str, kb, records, spec, output: Path | None, quiet
     program = load_program(program_name, kb)
     lm = spec.make() if engine == "threads" or not spec.local else None
     if engine == "threads":
-        program.preload()
+        program.preload(batch=True)
     output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
     done = finished_ids(output)
     todo = sum(record.id not in done for record in records)
@@ -867,7 +867,7 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
             spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
             lm = spec.make() if engine == "threads" or not spec.local else None
             if engine == "threads":
-                program.preload()
+                program.preload(batch=text is None)
             if text is not None:
                 predict_one(program, text, lm, threads, as_json, verbose)
             else:

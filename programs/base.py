@@ -58,13 +58,14 @@ class CodingProgram(dspy.Module):
             clone.__dict__[key] = value if key in SHARED else copy.deepcopy(value, memo)
         return clone
 
-    def preload(self) -> list[threading.Thread]:
+    def preload(self, batch: bool = False) -> list[threading.Thread]:
         """Starts loading, in the background, the extractor (unless it reads the notes ahead in
         a process of its own) and the parts of the knowledge base the program queries (see
         `KnowledgeBase.preload`), these once the extractor, which the first LM call waits for,
-        is loaded."""
+        is loaded. For a `batch`, the code hierarchy too: a note's descriptions and code look-ups
+        are then read from memory, not queried (0.4 s once, about 13 ms less CPU a note)."""
         extractor = self.extractor.preload()
-        searcher = self.kb.preload(self.kb_parts, after=extractor)
+        searcher = self.kb.preload(self.kb_parts + (("hierarchy",) if batch else ()), after=extractor)
         return [searcher] if extractor is None else [extractor, searcher]
 
     def forward(self, note: str) -> dspy.Prediction:

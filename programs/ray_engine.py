@@ -103,7 +103,7 @@ class NoteCoder:
         name, state = program
         self.program = build_program(name, self.kb)
         self.program.load_state(state)
-        for thread in self.program.preload():
+        for thread in self.program.preload(batch=True):
             thread.join()
         self.lm = model.make()
         self.budget = Budget(threads)

@@ -268,3 +268,17 @@ def test_a_note_longer_than_the_context_is_read_in_parts(kb, lm, diabetes_note, 
     assert parts > 1 and any(f"in {parts} parts" in line for line in extract.log)
     assert [d.reason for d in extract.dropped] == ["repeated diagnosis"] * (2 * parts - 2)
     assert result.code_list == ["E11.42", "E11.65", "E66.9", "E78.5", "I10"]
+
+
+@pytest.mark.parametrize("name", ["medcoder", "clh", "verify"])
+def test_a_batch_preload_reads_the_hierarchy_from_memory_and_codes_as_queries_do(kb_path, lm, diabetes_note, name):
+    """`preload(batch=True)` loads the code hierarchy: the knowledge base then answers the
+    program's descriptions and look-ups from memory, with the codes and trace of the queries."""
+    from icd_graph.kb import KnowledgeBase
+
+    with KnowledgeBase(kb_path) as queried, KnowledgeBase(kb_path) as loaded:
+        for thread in build_program(name, loaded).preload(batch=True):
+            thread.join()
+        assert loaded._nodes is not None and queried._nodes is None
+        results = [run(build_program(name, kb), lm, diabetes_note).result.to_dict() for kb in (queried, loaded)]
+    assert results[0] == results[1] and results[0]["codes"]
