@@ -25,6 +25,21 @@ def test_persisted_indexes(kb_path):
     assert all(len(h.code.replace(".", "")) == 7 for h in fused if h.code.startswith("S72"))
 
 
+@pytest.mark.parametrize("query", ["hypertension", "disease of", "type 2 diabetes mellitus with foot ulcer", "zzzz", "fracture"])
+def test_a_nodes_best_phrase_score_is_the_maximum_over_all_its_phrases(kb_path, query):
+    """Read from the phrases that score (`_node_best`): equal to numpy's maximum over every
+    phrase of every node, for a rare word, common words, a long query and an unknown word."""
+    from icd_graph.search import _scores
+
+    searcher = Searcher(search_dir_for(kb_path))
+    searcher.load()
+    scores = _scores(searcher.tabular, tokenize(query))
+    positions = searcher.phrase_positions
+    every = np.maximum.reduceat(scores, np.flatnonzero(np.r_[True, positions[1:] != positions[:-1]]))
+    assert np.array_equal(searcher._node_best(scores), every)
+    assert (every > 0).any() == (query != "zzzz")
+
+
 def test_tabular_phrase_keeps_default_and_encounter_words_nonessential():
     essential, nonessential = tabular_phrase("Osteoarthritis, unspecified site")
     assert essential == {"osteoarthritis"} and {"unspecified", "site"} <= nonessential
