@@ -116,8 +116,8 @@ class Feed(Generic[T, R]):
 
     Ctrl-C during the loop (in the main thread) is a stop: the items running then are still
     given back (a batch saves the notes being coded), and the loop then raises
-    KeyboardInterrupt; a second Ctrl-C interrupts at once. Ctrl-C is not let raise wherever the
-    loop happens to be: a KeyboardInterrupt raised just after a thread lock is taken (a future's
+    KeyboardInterrupt; a second Ctrl-C raises it where the loop is, as Python does. The first is
+    not let raise wherever the loop happens to be: a KeyboardInterrupt raised just after a thread lock is taken (a future's
     condition, inside `Future.result` or `add_done_callback`) leaves the lock held, the pool
     thread that finishes that future waits on it forever, and so does the command."""
 
