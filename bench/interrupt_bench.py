@@ -12,47 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.faults.conftest import write_notes  # noqa: E402
-
-
-def lines_in(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def interrupt(args, notes: Path, output: Path, pause: float) -> str:
-    """'ok', or what went wrong with this interrupt."""
-    command = [sys.executable, "cli.py", "predict", "--input", str(notes), "--output", str(output), "--model", "none",
-               "--threads", str(args.threads), "--db", args.db, "--json"]
-    running = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    started = time.monotonic()
-    while lines_in(output) < 3 and running.poll() is None and time.monotonic() - started < 120:
-        time.sleep(0.02)
-    time.sleep(pause)
-    os.killpg(running.pid, signal.SIGINT)
-    try:
-        stderr = running.communicate(timeout=args.wait)[1].decode()
-    except subprocess.TimeoutExpired:
-        running.send_signal(signal.SIGUSR1)
-        time.sleep(1)
-        os.killpg(running.pid, signal.SIGKILL)
-        return "did not end; its threads:\n" + running.communicate()[1].decode()[-6000:]
-    lines = stderr.strip().splitlines()
-    if running.returncode != 130 or not lines or lines[-1] != "interrupted":
-        return f"status {running.returncode}, stderr: {stderr[-2000:]}"
-    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
-    return "ok" if len(set(ids)) == len(ids) else "a note written twice"
+from tests.faults.interrupts import interrupt_batch  # noqa: E402
 
 
 def main() -> None:
@@ -72,7 +42,8 @@ def main() -> None:
         notes = Path(folder) / "notes.jsonl"
         write_notes(notes, args.notes)
         for run in range(args.interrupts):
-            verdict = interrupt(args, notes, Path(folder) / f"preds-{run}.jsonl", moments.uniform(0, 1.5))
+            verdict = interrupt_batch(args.db, notes, Path(folder) / f"preds-{run}.jsonl", moments.uniform(0, 1.5),
+                                      threads=args.threads, wait=args.wait)
             if verdict != "ok":
                 failures += 1
                 print(f"interrupt {run + 1}: {verdict}", flush=True)

@@ -17,6 +17,7 @@ from programs.batch import run_batch
 from programs.lm import make_lm
 from tests.faults.conftest import REPO, SCRIPT, SECRET, note_text, write_notes
 from tests.faults.fault_server import FaultServer, Plan
+from tests.faults.interrupts import interrupt_batch, lines_in
 from tests.programs.scripted_server import ScriptedServer
 
 NOTES = 500
@@ -24,10 +25,6 @@ KILL_AFTER = 150
 RERUNS = 6
 INTERRUPTED_NOTES = 5000
 INTERRUPTS = 8
-
-
-def lines_in(path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def fault_free_codes(medcoder, tmp_path) -> dict[str, list[str]]:
@@ -120,25 +117,5 @@ def test_ctrl_c_at_any_moment_of_a_batch_ends_the_command(kb_path, tmp_path):
     write_notes(notes, INTERRUPTED_NOTES)
     moments = random.Random(7)
     for run in range(INTERRUPTS):
-        out = tmp_path / f"preds-{run}.jsonl"
-        command = [sys.executable, "cli.py", "predict", "--input", str(notes), "--output", str(out), "--model", "none",
-                   "--threads", "2", "--db", str(kb_path), "--json"]
-        running = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        started = time.monotonic()
-        while lines_in(out) < 3 and running.poll() is None and time.monotonic() - started < 120:
-            time.sleep(0.02)
-        time.sleep(moments.uniform(0, 1.5))
-        os.killpg(running.pid, signal.SIGINT)
-        try:
-            stderr = running.communicate(timeout=30)[1].decode()
-        except subprocess.TimeoutExpired:
-            alive = subprocess.run(["ps", "-o", "pid,ppid,stat,args", "-g", str(running.pid)], capture_output=True, text=True).stdout
-            running.send_signal(signal.SIGUSR1)  # its threads' stacks, on stderr
-            time.sleep(1)
-            os.killpg(running.pid, signal.SIGKILL)
-            stderr = running.communicate()[1].decode()
-            raise AssertionError(f"interrupt {run + 1} of {INTERRUPTS}: the command did not end; its processes then:\n"
-                                 f"{alive}its stderr: {stderr[-6000:]}") from None
-        assert running.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
-        written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
-        assert len(set(written)) == len(written) >= 3
+        verdict = interrupt_batch(kb_path, notes, tmp_path / f"preds-{run}.jsonl", moments.uniform(0, 1.5))
+        assert verdict == "ok", f"interrupt {run + 1} of {INTERRUPTS}: {verdict}"
