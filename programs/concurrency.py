@@ -117,9 +117,10 @@ class Feed(Generic[T, R]):
     Ctrl-C during the loop (in the main thread) is a stop: the items running then are still
     given back (a batch saves the notes being coded), and the loop then raises
     KeyboardInterrupt; a second Ctrl-C raises it where the loop is, as Python does. The first is
-    not let raise wherever the loop happens to be: a KeyboardInterrupt raised just after a thread lock is taken (a future's
-    condition, inside `Future.result` or `add_done_callback`) leaves the lock held, the pool
-    thread that finishes that future waits on it forever, and so does the command."""
+    not let raise wherever the loop happens to be: a KeyboardInterrupt raised just after a thread
+    lock is taken (a future's condition, inside `Future.result` or `add_done_callback`) leaves
+    the lock held, the pool thread that finishes that future waits on it forever, and so does
+    the command."""
 
     def __init__(self, pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int):
         self._pool, self._fn, self._items, self._ahead = pool, fn, iter(items), max(1, ahead)
@@ -168,21 +169,13 @@ class Feed(Generic[T, R]):
             future.add_done_callback(self._finished.put)
 
 
-def _on_interrupt(handler: Callable[..., None]) -> Callable[[], None]:
+def _on_interrupt(handler: Callable[..., None]) -> Callable[[], object]:
     """`handler` for SIGINT in place of KeyboardInterrupt, when this is the main thread and
-    SIGINT raises KeyboardInterrupt now; returns what puts the previous handler back (once)."""
+    SIGINT raises KeyboardInterrupt now; returns what puts the previous handler back."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return lambda: None
     signal.signal(signal.SIGINT, handler)
-    restored = False
-
-    def restore() -> None:
-        nonlocal restored
-        if not restored:
-            restored = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    return restore
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _END = object()
