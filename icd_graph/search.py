@@ -72,7 +72,7 @@ import duckdb
 import numpy as np
 
 from icd_graph.codes import note_references
-from icd_graph.vocabulary import WORD, spelling_variants, tokenize
+from icd_graph.vocabulary import WORD, spelling_variants, tokenize, without_status
 
 if TYPE_CHECKING:
     from icd_graph.dense import DenseIndex
@@ -83,7 +83,9 @@ ALL = "all"
 DENSE = "dense"
 SOURCES = (TABULAR, INDEX, ALL, DENSE)
 EXACT = "exact"
-EXACT_FILE = "exact_phrases.json"  # the essential words of the phrases, once each; each phrase's other words
+# The essential words of the phrases, once each; each phrase's other words. Named anew when what
+# makes a word essential changes, so that an index built before is refused and rebuilt.
+EXACT_FILE = "exact_phrases.2.json"
 SEE = "see"
 ADDITIONAL = "additional"
 MIN_CORRECTED = 5
@@ -182,7 +184,8 @@ _ADDITIONAL = "SELECT code, text FROM notes WHERE kind = 'use_additional_code' O
 
 _ENCOUNTER = re.compile(r",? (?:(?:initial|subsequent) encounter(?: for)?|sequela$)", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
-_DEFAULT_WORDS = frozenset(tokenize("unspecified NOS NEC"))
+_DEFAULT_WORDS = frozenset(tokenize("unspecified uncomplicated NOS NEC"))
+_WITH = re.compile(r"\s*with(?:out)?\b", re.IGNORECASE)
 
 
 def without_encounter(description: str) -> str:
@@ -198,14 +201,15 @@ def encounter_rank(description: str) -> int:
 
 def tabular_phrase(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(essential, nonessential) words of a description or inclusion term: words in parentheses,
-    'unspecified', 'NOS', 'NEC', clauses that start with 'unspecified' and the encounter (with
-    what the 7th character adds: 'for closed fracture', 'with routine healing') are nonessential."""
+    'unspecified', 'uncomplicated', 'NOS', 'NEC', clauses that start with one of these (not 'with
+    unspecified ...', which says there is one) and the encounter (with what the 7th character
+    adds: 'for closed fracture', 'with routine healing') are nonessential."""
     text, *encounter = _ENCOUNTER.split(text, maxsplit=1)
     essential: set[str] = set()
     nonessential = set(tokenize(" ".join(_PARENTHESES.findall(text) + encounter)))
     for clause in _PARENTHESES.sub(" ", text).split(","):
         words = tokenize(clause)
-        if words and words[0] in _DEFAULT_WORDS:
+        if words and words[0] in _DEFAULT_WORDS and not _WITH.match(clause):
             nonessential.update(words)
         else:
             essential.update(word for word in words if word not in _DEFAULT_WORDS)
@@ -568,6 +572,9 @@ class Searcher:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         self.load()
+        condition = without_status(text)
+        if len(tokenize(condition)) < SENTENCE_WORDS:  # a diagnosis, not a sentence
+            text = condition
         if source == DENSE:
             return self._dense_search(text, k)
         tokens = [self._correct(token) for token in tokenize(text)]
@@ -677,13 +684,17 @@ class Searcher:
     def _exact(self, tokens: list[str]) -> list[tuple[int, str, int]]:
         """Phrases whose essential words are all in the query and that hold every query word (or
         all but one, ranked after): more essential words first, then index terms before tabular
-        phrases, then residual 'Other ...' categories last, then initial encounters, then shallower."""
+        phrases, then residual 'Other ...' categories last, then initial encounters, then shallower.
+        A category that holds every query word comes after the index terms and codes that hold
+        them all too: they name the code, where the category's codes would be told apart by
+        words the query does not say ('Type 2 diabetes mellitus' is the index's E11.9, not E11's
+        best-scoring E11.21 'with diabetic nephropathy')."""
         query = frozenset(tokens)
         if len(query) > EXACT_MAX_WORDS:
             return []
         words = sorted(query)
         tolerated = 1 if len(query) > 1 else 0
-        found: list[tuple[int, int, int, int, int, int, str, int]] = []
+        found: list[tuple[int, int, int, int, int, int, int, str, int]] = []
         for size in range(len(words), 0, -1):
             for subset in combinations(words, size):
                 key = self.exact.get(" ".join(subset))
@@ -692,10 +703,13 @@ class Searcher:
                     if missing <= tolerated:
                         kind, ref = map(int, self.exact_refs[entry])
                         if kind == 0:
-                            found.append((missing, -size, 0, 0, 0, int(self.levels[ref]), INDEX, ref))
+                            found.append((missing, 0, -size, 0, 0, 0, int(self.levels[ref]), INDEX, ref))
                         else:
+                            category = int(not missing and not self.billable[ref])
                             other = int(bool(self.flags[ref] & OTHER))
-                            found.append((missing, -size, 1, other, int(self.discount[ref] > 1), int(self.depth[ref]), TABULAR, ref))
+                            found.append((missing, category, -size, 1, other, int(self.discount[ref] > 1), int(self.depth[ref]), TABULAR, ref))
+        if not any(not missing and not category for missing, category, *_ in found):  # no code to give way to
+            found = [(missing, 0, *rest) for missing, _, *rest in found]
         return [(missing, kind, ref) for missing, *_, kind, ref in sorted(found)]
 
     def _exact_ranked(self, exact, scored: Scored, source: str) -> list[tuple[int, float, str]]:

@@ -64,6 +64,31 @@ _LEVEL = re.compile(r"[ctl]\d{1,2}")
 _LEVELS = re.compile(r"\b([ctls])(\d{1,2}) ?- ?(\d{1,2})\b")
 
 
+# How a condition is doing, which no code says ('Hypertension, well controlled', 'Asthma - stable'):
+# phrases that never name a condition, anywhere, and a status word that ends the text after a
+# comma, dash, colon or parenthesis ('stable angina' keeps its word). Not 'poorly controlled' or
+# 'uncontrolled', which the index codes for diabetes (with hyperglycemia).
+_STATUS_PHRASE = re.compile(
+    r"\b(?:(?:well|adequately|optimally|reasonably|fairly|nicely)[- ]controlled"
+    r"|under (?:good |better |excellent |adequate |fair )?control"
+    r"|doing (?:well|better|fine|ok(?:ay)?)|at (?:goal|baseline)"
+    r"|on (?:current|present) (?:medications?|regimen|therapy|treatment))\b",
+    re.IGNORECASE,
+)
+_STATUS_END = re.compile(
+    r"(?:[,;:(]|\s[-–—]+)\s*(?:(?:currently|clinically|now|overall|remains?|is)\s+)*"
+    r"(?:stable|stabilized|improved|improving|unchanged|controlled)\W*$",
+    re.IGNORECASE,
+)
+
+
+def without_status(text: str) -> str:
+    """`text` without the status of its condition ('Hypertension, well controlled' ->
+    'Hypertension'); `text` itself when nothing else is left."""
+    kept = _STATUS_END.sub("", " ".join(_STATUS_PHRASE.sub(" ", text).split()).rstrip(" ,;:-.")).rstrip(" ,;:-")
+    return kept if WORD.search(kept.lower()) else text
+
+
 def fold(text: str) -> str:
     """Lower case without accents: 'Sjögren' -> 'sjogren'."""
     if text.isascii():

@@ -48,6 +48,10 @@ def test_tabular_phrase_keeps_default_and_encounter_words_nonessential():
     )
     assert essential == set(tokenize("Colles fracture right radius"))
     assert "routin" in nonessential
+    essential, nonessential = tabular_phrase("Nicotine dependence, unspecified, uncomplicated")
+    assert essential == set(tokenize("nicotine dependence"))
+    essential, _ = tabular_phrase("Nicotine dependence, unspecified, with unspecified nicotine-induced disorders")
+    assert essential == set(tokenize("nicotine dependence induced disorders"))
 
 
 def test_short_exact_mentions_rank_their_default_code_first(kb_path):
@@ -58,6 +62,34 @@ def test_short_exact_mentions_rank_their_default_code_first(kb_path):
     assert searcher.search("COPD", k=5)[0].code.startswith("J44")
     assert searcher.search("Type 2 diabetes", k=1)[0].code == "E11.9"
     assert searcher.search("Congestive heart failure", k=1)[0].code == "I50.9"
+
+
+@pytest.mark.parametrize(("query", "first"), [
+    ("Type 2 diabetes mellitus", "E11.9"),
+    ("Diabetes mellitus type 2", "E11.9"),
+    ("Nicotine dependence", "F17.200"),
+    ("Alcohol dependence", "F10.20"),
+])
+def test_a_category_the_query_names_gives_way_to_the_index_code(kb_path, query, first):
+    """The query names a category exactly ('Type 2 diabetes mellitus', E11): the index term it
+    names gives the code (E11.9), not the category's child that scores best by its words
+    (E11.21, '... with diabetic nephropathy'); 'uncomplicated' is a default, not a word to name."""
+    assert Searcher(search_dir_for(kb_path)).search(query, k=1)[0].code == first
+
+
+@pytest.mark.parametrize(("query", "first"), [
+    ("Hypertension, well controlled", "I10"),
+    ("Asthma - doing well", "J45.909"),
+    ("Type 2 diabetes mellitus, stable", "E11.9"),
+    ("Hyperlipidemia, stable on current medications", "E78.5"),
+    ("Depression, well-controlled", "F32.A"),
+])
+def test_the_status_of_a_condition_does_not_change_its_code(kb_path, query, first):
+    """'well' is no longer Wells' disease or 'Worried well', 'stable' no longer a stable
+    proliferative retinopathy: the condition's code comes first, as without the status."""
+    searcher = Searcher(search_dir_for(kb_path))
+    assert searcher.search(query, k=1)[0].code == first
+    assert searcher.search(query.split(",")[0].split(" - ")[0], k=1)[0].code == first
 
 
 def test_one_encounter_variant_per_code_before_the_others(kb_path):

@@ -1,4 +1,6 @@
-from icd_graph.vocabulary import spelled_out, spelling_variants, stem, tokenize
+import pytest
+
+from icd_graph.vocabulary import spelled_out, spelling_variants, stem, tokenize, without_status
 
 
 def test_tokens_and_stems():
@@ -32,3 +34,29 @@ def test_accents_possessives_and_eponyms_are_spelled_out():
     assert spelled_out("boxer's fracture") == spelled_out("Boxer fracture") == "fracture neck fifth metacarpal"
     assert spelled_out("skier's thumb") == spelled_out("gamekeeper's thumb")
     assert spelled_out("jones") == "jones" and spelled_out("ajumper knee") == "ajumper knee"
+
+
+@pytest.mark.parametrize(("text", "condition"), [
+    ("Hypertension, well controlled", "Hypertension"),
+    ("Hypertension - well-controlled.", "Hypertension"),
+    ("Well controlled hypertension", "hypertension"),
+    ("HTN: under good control", "HTN"),
+    ("Type 2 diabetes, stable", "Type 2 diabetes"),
+    ("Asthma (stable)", "Asthma"),
+    ("Left knee pain - improving", "Left knee pain"),
+    ("Hyperlipidemia, stable on current medications", "Hyperlipidemia"),
+    ("Depression, doing well on sertraline", "Depression, on sertraline"),
+])
+def test_the_status_of_a_condition_is_not_part_of_it(text, condition):
+    assert without_status(text) == condition
+
+
+@pytest.mark.parametrize("text", [
+    "Diabetes, poorly controlled", "Type 2 diabetes, uncontrolled", "Gestational diabetes, diet-controlled",
+    "Stable angina", "Worried well", "Fall into well", "stable",
+])
+def test_words_the_classification_codes_stay(text):
+    """A status the index codes (diabetes poorly controlled or uncontrolled: with hyperglycemia;
+    gestational diabetes diet controlled), a status word before its condition, a condition named
+    with 'well', and a text that is nothing but a status."""
+    assert without_status(text) == text

@@ -54,6 +54,9 @@ def code(kb, text: str, historical: bool = False) -> str | None:
         ("Type 2 diabetes mellitus with diabetic chronic kidney disease", "E11.22"),
         ("Acute on chronic systolic heart failure", "I50.23"),  # acuity and type
         ("Kidney stones", "N20.0"),
+        ("Hypertension, well controlled", "I10"),  # the status is no part of the condition
+        ("Type 2 diabetes mellitus", "E11.9"),  # not E11.21, the best-scoring child of E11
+        ("Nicotine dependence", "F17.200"),  # 'unspecified, uncomplicated' says nothing more
         ("Call with any questions or concerns", None),  # a plan sentence is no diagnosis
         ("Patient Agreements", None),
     ],
