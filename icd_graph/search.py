@@ -52,7 +52,9 @@ Tuned on the diagnosis mentions of the ACI-BENCH train split (recall@10 of the g
 train 0.85, valid 0.88; @50: 0.91, 0.92).
 
 Documents and queries are read by `icd_graph.vocabulary.tokenize` (eponyms, abbreviations,
-synonyms and spinal levels spelled out, suffixes normalised).
+synonyms and spinal levels spelled out, suffixes normalised); a diagnosis (a query shorter than a
+sentence) is searched without its status ('Hypertension, well controlled' as 'Hypertension':
+`vocabulary.without_status`).
 A query word no index knows is replaced by the first known word one edit away ('ransient').
 """
 
