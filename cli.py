@@ -324,7 +324,7 @@ def icd_expand(code: str, kind: str, db: Path | None, as_json: bool) -> None:
 
 @icd.command("search")
 @click.argument("text", nargs=-1, required=True)
-@click.option("--k", type=click.IntRange(1), default=20, show_default=True, help="Number of hits.")
+@click.option("-k", "--k", type=click.IntRange(1), default=20, show_default=True, help="Number of hits.")
 @click.option("--source", type=click.Choice(["tabular", "index", "dense", "all"]), default="all", show_default=True,
               help="dense: embeddings (the dense extra); all: every retriever fused, billable codes only.")
 @db_option

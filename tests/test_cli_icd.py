@@ -28,6 +28,7 @@ def test_expand_search_index_validate(kb_path):
     hits = json.loads(icd("search", "type 2 diabetes with retinopathy", "--k", "10", "--json", db=kb_path).stdout)
     assert any(h["code"].startswith("E11.31") for h in hits)
     assert icd("search", "the of", db=kb_path).stdout.strip() == "nothing matches 'the of'"
+    assert len(json.loads(icd("search", "asthma", "-k", "3", "--json", db=kb_path).stdout)) == 3
     entries = json.loads(icd("index", "Diabetes", "type 2", "with", "retinopathy", "--json", db=kb_path).stdout)
     assert entries[0]["billable_codes"] == ["E11.319"]
     external = json.loads(icd("index", "Fall", "--index", "eindex", "--limit", "2", "--json", db=kb_path).stdout)
