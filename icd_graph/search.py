@@ -87,7 +87,7 @@ SOURCES = (TABULAR, INDEX, ALL, DENSE)
 EXACT = "exact"
 # The essential words of the phrases, once each; each phrase's other words. Named anew when what
 # makes a word essential changes, so that an index built before is refused and rebuilt.
-EXACT_FILE = "exact_phrases.2.json"
+EXACT_FILE = "exact_phrases.3.json"
 SEE = "see"
 ADDITIONAL = "additional"
 MIN_CORRECTED = 5
@@ -203,15 +203,16 @@ def encounter_rank(description: str) -> int:
 
 def tabular_phrase(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(essential, nonessential) words of a description or inclusion term: words in parentheses,
-    'unspecified', 'uncomplicated', 'NOS', 'NEC', clauses that start with one of these (not 'with
-    unspecified ...', which says there is one) and the encounter (with what the 7th character
-    adds: 'for closed fracture', 'with routine healing') are nonessential."""
+    'unspecified', 'uncomplicated', 'NOS', 'NEC', clauses after the first that start with one of
+    these (', unspecified site'; not 'with unspecified ...', which says there is one) and the
+    encounter (with what the 7th character adds: 'for closed fracture', 'with routine healing')
+    are nonessential."""
     text, *encounter = _ENCOUNTER.split(text, maxsplit=1)
     essential: set[str] = set()
     nonessential = set(tokenize(" ".join(_PARENTHESES.findall(text) + encounter)))
-    for clause in _PARENTHESES.sub(" ", text).split(","):
+    for i, clause in enumerate(_PARENTHESES.sub(" ", text).split(",")):
         words = tokenize(clause)
-        if words and words[0] in _DEFAULT_WORDS and not _WITH.match(clause):
+        if i and words and words[0] in _DEFAULT_WORDS and not _WITH.match(clause):
             nonessential.update(words)
         else:
             essential.update(word for word in words if word not in _DEFAULT_WORDS)
@@ -392,7 +393,8 @@ def references(rows: list[tuple], phrases: dict[int, tuple[frozenset[str], froze
 
 def index_phrases(rows: list[tuple]) -> dict[int, tuple[frozenset[str], frozenset[str]]]:
     """(essential, nonessential) words of every index term: the titles on its path are essential
-    (but a main term's other spellings), the nonessential modifiers on its path are not."""
+    (but a main term's other spellings and 'NEC', 'NOS'), the nonessential modifiers on its path
+    are not ('Pain, neck NEC': 'neck pain' names it)."""
     phrases: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     for term_id, parent, level, title, nemod, *_ in sorted(rows, key=lambda row: row[2]):
         if level == 0 or parent not in phrases:
@@ -400,7 +402,9 @@ def index_phrases(rows: list[tuple]) -> dict[int, tuple[frozenset[str], frozense
         else:
             essential, nonessential = phrases[parent]
             essential = essential | frozenset(tokenize(title or ""))
-        nonessential = (nonessential | frozenset(tokenize(nemod))) - essential
+        nonessential = nonessential | frozenset(tokenize(nemod)) | (essential & _DEFAULT_WORDS)
+        essential = essential - _DEFAULT_WORDS
+        nonessential = nonessential - essential
         phrases[term_id] = (essential, nonessential)
     return phrases
 

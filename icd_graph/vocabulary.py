@@ -25,7 +25,9 @@ ABBREVIATIONS = {
     "htn": "hypertension", "copd": "chronic obstructive pulmonary disease",
     "gerd": "gastroesophageal reflux disease", "ckd": "chronic kidney disease", "afib": "atrial fibrillation",
     "chf": "congestive heart failure", "cad": "coronary artery disease", "dm": "diabetes mellitus",
-    "t2dm": "type 2 diabetes mellitus", "t1dm": "type 1 diabetes mellitus", "uti": "urinary tract infection",
+    "t2dm": "type 2 diabetes mellitus", "t1dm": "type 1 diabetes mellitus", "dm2": "type 2 diabetes mellitus",
+    "dm1": "type 1 diabetes mellitus", "uti": "urinary tract infection", "luts": "lower urinary tract symptoms",
+    "hx": "history",
     "uri": "upper respiratory infection", "dvt": "deep vein thrombosis", "osa": "obstructive sleep apnea",
     "bph": "benign prostatic hyperplasia", "oa": "osteoarthritis", "djd": "degenerative joint disease",
     "tia": "transient ischemic attack", "mi": "myocardial infarction", "hld": "hyperlipidemia",
@@ -58,6 +60,7 @@ _EPONYM = re.compile(r"\b(?:" + "|".join(r"[^a-z0-9]+".join(key.split()) for key
 SYNONYMS = {
     "renal": "kidney", "hepatic": "liver", "cardiac": "heart",
     "extremity": "limb", "extremities": "limb", "proximal": "upper", "distal": "lower",
+    "exam": "examination",
 }
 REGIONS = {"c": "cervical", "t": "thoracic", "l": "lumbar"}
 _LEVEL = re.compile(r"[ctl]\d{1,2}")

@@ -23,7 +23,9 @@ QUALIFIERS = frozenset(
     )
 )
 DIABETES_TYPE = re.compile(r"\b(?:type\s*(?:1|2|i|ii|one|two)|t[12]dm|dm\s*[12]|dm(?:ii|i))\b", re.I)
-PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z91", "Z92", "Z95", "Z96", "Z97", "Z98", "Z94", "Z93", "Z89", "Z90")
+# Personal-history and status codes, and I25.2 'Old myocardial infarction' (the index's 'History,
+# personal, myocardial infarction').
+PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z91", "Z92", "Z95", "Z96", "Z97", "Z98", "Z94", "Z93", "Z89", "Z90", "I25.2")
 # Words the classification writes differently from notes.
 SAME = {"both": "bilateral"}
 WITHOUT = re.compile(r"\bwithout ([a-z]+(?: [a-z]+)?)")

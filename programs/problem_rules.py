@@ -63,7 +63,8 @@ CONTEXT_CUES: tuple[tuple[str, str, str], ...] = (
         "possible", "possibly", "probable", "probably", "suspected", "suspicious for", "concern for", "concerning for",
         "rule out", "r/o", "questionable", "cannot rule out", "differential includes")),
     *((cue, "HISTORICAL", "FORWARD") for cue in (
-        "history of", "hx of", "h/o", "past history of", "personal history of", "previous", "prior", "remote", "resolved")),
+        "history of", "hx of", "h/o", "past history of", "personal history of", "previous", "prior", "remote", "resolved",
+        "former")),
     *((cue, "HISTORICAL", "BACKWARD") for cue in ("resolved", "has resolved", "now resolved", "in remission")),
     *((cue, "FAMILY", "FORWARD") for cue in (
         "family history of", "mother", "father", "sister", "brother", "grandmother", "grandfather", "aunt", "uncle",

@@ -9,6 +9,7 @@ from icd_graph.search import (
     additional_codes,
     contradicts,
     description_flags,
+    index_phrases,
     query_flags,
     tabular_phrase,
     unsided_variants,
@@ -52,6 +53,13 @@ def test_tabular_phrase_keeps_default_and_encounter_words_nonessential():
     assert essential == set(tokenize("nicotine dependence"))
     essential, _ = tabular_phrase("Nicotine dependence, unspecified, with unspecified nicotine-induced disorders")
     assert essential == set(tokenize("nicotine dependence induced disorders"))
+    essential, nonessential = tabular_phrase("Unspecified atrial fibrillation")  # a first clause is the condition
+    assert essential == set(tokenize("atrial fibrillation")) and nonessential == {"unspecified"}
+
+
+def test_index_phrases_hold_nec_and_nos_nonessential():
+    rows = [(1, None, 0, "Pain", ""), (2, 1, 1, "neck NEC", "")]
+    assert index_phrases(rows)[2] == (frozenset(tokenize("pain neck")), frozenset(tokenize("NEC")))
 
 
 def test_short_exact_mentions_rank_their_default_code_first(kb_path):

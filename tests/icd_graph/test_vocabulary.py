@@ -16,6 +16,9 @@ def test_abbreviations_and_roman_numerals():
 
 def test_synonyms_spinal_levels_and_short_plurals():
     assert tokenize("renal failure") == tokenize("kidney failure")
+    assert tokenize("exam") == tokenize("examination")
+    assert tokenize("DM2") == tokenize("type 2 diabetes mellitus") and tokenize("Hx") == tokenize("history")
+    assert tokenize("BPH with LUTS") == tokenize("benign prostatic hyperplasia with lower urinary tract symptoms")
     assert tokenize("upper extremities") == tokenize("upper limb")
     assert tokenize("distal radius") == tokenize("lower radius")
     assert tokenize("C5-6") == tokenize("C5-C6") == ["c5", stem("cervical"), "c6"]

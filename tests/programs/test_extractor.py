@@ -61,6 +61,11 @@ def test_inpatient_diagnoses_in_every_list_format_with_their_status(extract):
         assert INPATIENT[p.span.start : p.span.end] == p.text == p.span.text
 
 
+def test_a_former_habit_is_historical(extract):
+    note = "ASSESSMENT AND PLAN:\n1. Former smoker.\n2. Hypertension.\n"
+    assert statuses(extract(note)) == {"Former smoker": "historical", "Hypertension": "present"}
+
+
 def test_aci_headings_under_assessment_and_plan_not_their_bullets(extract, aci_notes):
     problems = extract(aci_notes["D2N002"])
     assert [p.text for p in problems] == ["Arthritis", "Hypothyroidism", "Status post renal transplant"]

@@ -57,6 +57,10 @@ def code(kb, text: str, historical: bool = False) -> str | None:
         ("Hypertension, well controlled", "I10"),  # the status is no part of the condition
         ("Type 2 diabetes mellitus", "E11.9"),  # not E11.21, the best-scoring child of E11
         ("Nicotine dependence", "F17.200"),  # 'unspecified, uncomplicated' says nothing more
+        ("Atrial fibrillation", "I48.91"),  # 'Unspecified atrial fibrillation', not paroxysmal I48.0
+        ("Neck pain", "M54.2"),  # the index's 'Pain, neck NEC', not R52 'Pain, unspecified'
+        ("Cellulitis of right lower leg", "L03.115"),  # not M65.961 'Unspecified synovitis ..., right lower leg'
+        ("BPH with LUTS", "N40.1"),  # not N40.0 'without lower urinary tract symptoms'
         ("Call with any questions or concerns", None),  # a plan sentence is no diagnosis
         ("Patient Agreements", None),
     ],
@@ -74,6 +78,7 @@ def test_without_in_the_problem_rules_out_a_code_with_it(kb):
 def test_a_past_problem_takes_a_personal_history_code(kb):
     assert code(kb, "History of breast cancer", historical=True) == "Z85.3"
     assert code(kb, "Hypertension", historical=True) is None  # no history code for it: not coded
+    assert code(kb, "History of myocardial infarction", historical=True) == "I25.2"  # 'Old myocardial infarction'
 
 
 def test_the_diabetes_type_documented_elsewhere_joins_a_diabetic_complication():
