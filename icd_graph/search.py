@@ -579,11 +579,14 @@ class Searcher:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         self.load()
         condition = without_status(text)
-        if len(tokenize(condition)) < SENTENCE_WORDS:  # a diagnosis, not a sentence
+        words = tokenize(condition)
+        if len(words) < SENTENCE_WORDS:  # a diagnosis, not a sentence
             text = condition
+        else:
+            words = tokenize(text)
         if source == DENSE:
             return self._dense_search(text, k)
-        tokens = [self._correct(token) for token in tokenize(text)]
+        tokens = [self._correct(token) for token in words]
         if not tokens or k <= 0:
             return []
         tabular_scores = self._tabular_scores(tokens)
