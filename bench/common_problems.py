@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if not args.db.exists():
+        sys.exit(f"no knowledge base at {args.db}: python cli.py icd build --db {args.db}")
     misses = {}
     with KnowledgeBase(args.db) as kb:
         for problem, gold in PROBLEMS.items():
