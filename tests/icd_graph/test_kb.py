@@ -171,6 +171,29 @@ def test_shared_across_threads(kb):
     assert results == ["I10"] * 4
 
 
+def test_a_part_loading_holds_up_no_other_query(kb_path, monkeypatch):
+    """While the code hierarchy loads (0.4 s in a batch), a search of the loaded index and a
+    thread's first query answer at once: the first LM calls of a batch do not wait for it."""
+    import icd_graph.kb as kb_module
+
+    gate, real = threading.Event(), kb_module._Hierarchy
+    monkeypatch.setattr(kb_module, "_Hierarchy", lambda cursor: gate.wait(30) and real(cursor))
+    with KnowledgeBase(kb_path) as fresh:
+        fresh.search("asthma", k=1)
+        loading = fresh.preload(("hierarchy",))
+        answers: list = []
+        asking = threading.Thread(target=lambda: answers.extend([fresh.search("essential hypertension", k=1)[0].code,
+                                                                 fresh.get("E11.9").code]))
+        asking.start()
+        asking.join(timeout=10)
+        held = asking.is_alive()
+        gate.set()
+        loading.join()
+        asking.join()
+        assert not held and answers == ["I10", "E11.9"], "a query waited for the hierarchy to load"
+        assert fresh._nodes is not None and fresh.expand("E11.9", "parent")[0].code == "E11"
+
+
 def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(DatabaseMissing, match="icd build"):
         KnowledgeBase(tmp_path / "none.duckdb")
