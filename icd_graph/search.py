@@ -87,7 +87,7 @@ SOURCES = (TABULAR, INDEX, ALL, DENSE)
 EXACT = "exact"
 # The essential words of the phrases, once each; each phrase's other words. Named anew when what
 # makes a word essential changes, so that an index built before is refused and rebuilt.
-EXACT_FILE = "exact_phrases.3.json"
+EXACT_FILE = "exact_phrases.4.json"
 SEE = "see"
 ADDITIONAL = "additional"
 MIN_CORRECTED = 5

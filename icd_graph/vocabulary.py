@@ -63,6 +63,8 @@ SYNONYMS = {
     "exam": "examination",
 }
 REGIONS = {"c": "cervical", "t": "thoracic", "l": "lumbar"}
+# 'both' as the classification's 'bilateral' ('both knees', 'both eyes'), not in 'both X and Y'.
+_BOTH_SIDES = re.compile(r"\bboth\b(?!(?:\s+[a-z0-9]+){1,3}?\s+and\b)")
 _LEVEL = re.compile(r"[ctl]\d{1,2}")
 _LEVELS = re.compile(r"\b([ctls])(\d{1,2}) ?- ?(\d{1,2})\b")
 
@@ -121,10 +123,10 @@ def spelled_out(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Stemmed words of `spelled_out` text without stop words; common clinical abbreviations
-    spelled out, synonyms the classification uses both of read as one ('renal' as 'kidney') and a
-    spinal level followed by its region ('c5' 'cervical')."""
+    spelled out, synonyms the classification uses both of read as one ('renal' as 'kidney', 'both
+    knees' as 'bilateral knees') and a spinal level followed by its region ('c5' 'cervical')."""
     words = []
-    for word in WORD.findall(spelled_out(text)):
+    for word in WORD.findall(_BOTH_SIDES.sub("bilateral", spelled_out(text))):
         word = SYNONYMS.get(word, word)
         words.extend(WORD.findall(ABBREVIATIONS[word]) if word in ABBREVIATIONS else (word,))
         region = REGIONS.get(word[0]) if _LEVEL.fullmatch(word) else None

@@ -26,8 +26,6 @@ DIABETES_TYPE = re.compile(r"\b(?:type\s*(?:1|2|i|ii|one|two)|t[12]dm|dm\s*[12]|
 # Personal-history and status codes, and I25.2 'Old myocardial infarction' (the index's 'History,
 # personal, myocardial infarction').
 PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z91", "Z92", "Z95", "Z96", "Z97", "Z98", "Z94", "Z93", "Z89", "Z90", "I25.2")
-# Words the classification writes differently from notes.
-SAME = {"both": "bilateral"}
 WITHOUT = re.compile(r"\bwithout ([a-z]+(?: [a-z]+)?)")
 # 'Left shoulder pain, likely rotator cuff tendinopathy': an outpatient coder codes the documented
 # symptom, not the uncertain diagnosis after it.
@@ -76,7 +74,7 @@ def problem_query(problem: Problem, problems: list[Problem]) -> str:
 
 
 def words(text: str) -> set[str]:
-    return {SAME.get(word, word) for word in tokenize(text)}
+    return set(tokenize(text))
 
 
 def quality(query: str, hit: SearchHit) -> float:

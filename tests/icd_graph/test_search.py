@@ -124,6 +124,15 @@ def test_codes_naming_another_side_limb_or_a_history_rank_lower(kb_path):
     assert "Z87.442" in [h.code for h in searcher.search("history of kidney stones", k=3)]
 
 
+@pytest.mark.parametrize(("query", "first"), [
+    ("Osteoarthritis of both knees", "M17.0"),
+    ("Carpal tunnel syndrome, both wrists", "G56.03"),
+    ("Sensorineural hearing loss, both ears", "H90.3"),
+])
+def test_both_sides_rank_the_bilateral_code_first(kb_path, query, first):
+    assert Searcher(search_dir_for(kb_path)).search(query, k=5)[0].code == first
+
+
 def test_contradiction_flags():
     assert contradicts(query_flags("right knee"), description_flags("Sprain of left knee"))
     assert not contradicts(query_flags("right knee"), description_flags("Sprain of unspecified knee"))

@@ -25,6 +25,13 @@ def test_synonyms_spinal_levels_and_short_plurals():
     assert stem("tics") == "tic" and stem("hips") == "hip" and stem("less") == "less"
 
 
+def test_both_sides_are_bilateral_but_both_of_two_conditions_are_not():
+    assert tokenize("Osteoarthritis of both knees") == tokenize("osteoarthritis of bilateral knees")
+    assert tokenize("both knees") == tokenize("bilateral knees") and tokenize("blindness, both eyes")[1] == "bilateral"
+    assert "both" in tokenize("rheumatic disorders of both mitral and aortic valves")
+    assert "bilateral" not in tokenize("varicose veins with both ulcer and inflammation")
+
+
 def test_spelling_variants_are_one_edit_away():
     assert "transient" in spelling_variants("ransient")
     assert "tics" in spelling_variants("tcis") and "ransient" not in spelling_variants("ransient")
