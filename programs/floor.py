@@ -27,6 +27,8 @@ DIABETES_TYPE = re.compile(r"\b(?:type\s*(?:1|2|i|ii|one|two)|t[12]dm|dm\s*[12]|
 # personal, myocardial infarction').
 PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z91", "Z92", "Z95", "Z96", "Z97", "Z98", "Z94", "Z93", "Z89", "Z90", "I25.2")
 WITHOUT = re.compile(r"\bwithout ([a-z]+(?: [a-z]+)?)")
+# What a code's description says by default: no site or type, an injury's active treatment.
+DEFAULTS = frozenset(tokenize("unspecified initial encounter"))
 # 'Left shoulder pain, likely rotator cuff tendinopathy': an outpatient coder codes the documented
 # symptom, not the uncertain diagnosis after it.
 UNCERTAIN_TAIL = re.compile(
@@ -114,7 +116,9 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     does not replace it with a guess ('Arthritis': M19.90 may not become A02.23 'Salmonella
     arthritis'), nor assert more the problem does not say than the rules' choice does (M19.90 may
     not become M19.022 'Primary osteoarthritis, left elbow'; 'Type 2 diabetes': E11.9 may not
-    become E10.8 'Type 1 ...', since single digits count here)."""
+    become E10.8 'Type 1 ...', since single digits count here), or, when the rules have none,
+    than the candidate of `described` that asserts least ('Right index finger contusion': not
+    S60.022A 'left', nor S60.021D 'subsequent encounter', beside S60.021A)."""
     if pick is None or pick == rule:
         return None
 
@@ -124,12 +128,15 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     bar = LM_MIN_QUALITY if rule is None else min(named(rule), MIN_QUALITY)
     if named(pick) < bar:
         return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
-    if rule is None:
-        return None
-    if block is not None and block(pick) != block(rule):
+    if block is not None and rule is not None and block(pick) != block(rule):
         return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
     asserted = unsaid(query, described.get(pick, ""))
-    if len(asserted) > len(unsaid(query, described.get(rule, ""))):
+    if rule is None:
+        least = min(len(unsaid(query, text)) for text in described.values())
+        if len(asserted) > least:
+            return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(asserted))}) "
+                    "than another candidate; the rules' no code stands")
+    elif len(asserted) > len(unsaid(query, described.get(rule, ""))):
         return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(asserted))}) "
                 f"than the rules' {rule}; the rules' choice stands")
     return None
@@ -137,8 +144,9 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
 
 def unsaid(query: str, description: str) -> set[str]:
     """The defining words a code's description asserts that the problem does not say (what a
-    'without ...' clause names, and 'unspecified', assert nothing)."""
-    return defining(WITHOUT.sub(" ", description.lower()), digits=True) - defining(query, digits=True) - {"unspecified"}
+    'without ...' clause names, 'unspecified' and an initial encounter, the 7th character of
+    active treatment, assert nothing: a subsequent encounter or a sequela needs the note's word)."""
+    return defining(WITHOUT.sub(" ", description.lower()), digits=True) - defining(query, digits=True) - DEFAULTS
 
 
 def best_entry(statement: str, paths: list[str | None]) -> int:

@@ -216,6 +216,10 @@ def block_of(kb):
     # the note's 'both eyes' (bilateral), which the rules' choice leaves unspecified: the LM's eye stands
     ("Type 2 diabetes mellitus with mild nonproliferative diabetic retinopathy without macular edema, both eyes",
      "E11.3299", "E11.3293", None),
+    # an injury's active treatment is the default: a subsequent encounter or a sequela needs the note's word
+    ("Contusion of right index finger", "S60.021A", "S60.021D", "says more that 'Contusion of right index finger' does not (nail, subsequent)"),
+    ("Right knee sprain", "S83.91XA", "S83.91XS", "(sequela, site)"),
+    ("Right index finger contusion, subsequent encounter", "S60.021A", "S60.021D", None),
     # the rules' choice names a third of a sloppy statement: so may the LM's
     ("Hyperlipidemia. Continue atorvastatin", "E78.5", "E78.2", None),
 ])
@@ -223,6 +227,14 @@ def test_an_lm_choice_stands_only_when_it_names_the_problem_within_the_rules_blo
     described = {code: kb.require(code).description for code in {rule, pick} - {None}}
     vetoed = vetted(query, rule, pick, described, block_of(kb))
     assert (why in vetoed) if why else vetoed is None, vetoed
+
+
+def test_with_no_choice_of_the_rules_a_pick_asserts_no_more_than_another_candidate(kb):
+    """The other hand, a later encounter: each asserts what the problem does not say, where a
+    candidate beside them does not."""
+    query = "Right hand index finger contusion at the tip of the finger"
+    described = {code: kb.require(code).description for code in ("S60.021A", "S60.021D", "S60.021S", "S60.022A")}
+    assert [code for code in described if vetted(query, None, code, described, block_of(kb)) is None] == ["S60.021A"]
 
 
 def test_every_program_with_a_model_that_guesses_codes_what_the_floor_codes(kb, diabetes_note):
