@@ -132,13 +132,11 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
         return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
     asserted = unsaid(query, described.get(pick, ""))
     if rule is None:
-        least = min(len(unsaid(query, text)) for text in described.values())
-        if len(asserted) > least:
-            return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(asserted))}) "
-                    "than another candidate; the rules' no code stands")
-    elif len(asserted) > len(unsaid(query, described.get(rule, ""))):
-        return (f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(asserted))}) "
-                f"than the rules' {rule}; the rules' choice stands")
+        least, than = min(len(unsaid(query, text)) for text in described.values()), "another candidate; the rules' no code"
+    else:
+        least, than = len(unsaid(query, described.get(rule, ""))), f"the rules' {rule}; the rules' choice"
+    if len(asserted) > least:
+        return f"the LM's {pick} says more that {query!r} does not ({', '.join(sorted(asserted))}) than {than} stands"
     return None
 
 
