@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
@@ -123,7 +124,10 @@ class KnowledgeBase:
         self.close()
 
     def close(self) -> None:
-        with self._lock:
+        """Closes the connection once the parts loading from it have loaded."""
+        with ExitStack() as held:
+            for lock in (*self._loading.values(), self._lock):
+                held.enter_context(lock)
             for cursor in self._cursors:
                 cursor.close()
             self._cursors.clear()

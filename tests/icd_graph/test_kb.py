@@ -194,6 +194,25 @@ def test_a_part_loading_holds_up_no_other_query(kb_path, monkeypatch):
         assert fresh._nodes is not None and fresh.expand("E11.9", "parent")[0].code == "E11"
 
 
+def test_closing_waits_for_a_part_loading_from_the_connection(kb_path, monkeypatch):
+    """A command that fails fast (an unreachable model) closes the knowledge base while a part
+    still loads: the close waits for it instead of closing a connection in use."""
+    import icd_graph.kb as kb_module
+
+    gate, real = threading.Event(), kb_module._Hierarchy
+    monkeypatch.setattr(kb_module, "_Hierarchy", lambda cursor: gate.wait(30) and real(cursor))
+    fresh = KnowledgeBase(kb_path)
+    loading = fresh.preload(("hierarchy",))
+    closing = threading.Thread(target=fresh.close)
+    closing.start()
+    closing.join(timeout=1)
+    waited = closing.is_alive()
+    gate.set()
+    loading.join()
+    closing.join()
+    assert waited and fresh._nodes is not None, "the connection closed under a loading part"
+
+
 def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(DatabaseMissing, match="icd build"):
         KnowledgeBase(tmp_path / "none.duckdb")
