@@ -4,6 +4,7 @@ with a logged fallback on malformed LM output, and the result wrapped in a Predi
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import ClassVar
@@ -17,13 +18,21 @@ from programs.chunking import split_note
 from programs.concurrency import in_order
 from programs.decoding import CONSTRAINED, decoding
 from programs.extractor import EXTRACTOR, Problem, ProblemExtractor
-from programs.floor import defining, keep_problem
+from programs.floor import MIN_QUALITY, certain, defining, keep_problem, words
+from programs.problem_rules import NOT_CODED, NOT_PROBLEM_LABELS
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
 from programs.result import Answer, CodedDiagnosis, CodingResult, Span, StageTrace
 from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
+PAST = ("history of", "personal history", "h/o", "hx of", "status post")
+# The status an LM copies from the listed problems (`listed_problems`): 'Hepatomegaly (present)'.
+# Words that name no condition on their own: 'Disease', 'Medical problems'.
+NO_CONDITION = frozenset(tokenize("disease disorder condition problem problems illness issue issues medical"))
+# Where a statement's first sentence ends: 'Hyperlipidemia. Continue atorvastatin' is a plan after it.
+SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")
+LISTED_STATUS = re.compile(r"\s*\((present|historical|negated|possible|family|hypothetical)\)\s*$", re.IGNORECASE)
 SHARED = ("kb", "extractor")
 
 
@@ -156,6 +165,29 @@ def listed_problems(problems: list[Problem]) -> list[str]:
     return [f"{' '.join(problem.text.split())} ({problem.assertion})" for problem in problems]
 
 
+def read_status(item: str) -> tuple[str, str]:
+    """An LM's diagnosis or statement as the rules read a problem, and its status: its first
+    sentence, up to an uncertain diagnosis it adds (`certain`), without the status it copied
+    from the listed problems ('Hepatomegaly (present)' -> 'Hepatomegaly', 'present');
+    'historical' for one written as past ('History of ...', 'Status post ...')."""
+    listed = LISTED_STATUS.search(item)
+    text = certain(SENTENCE_END.split(item[: listed.start()] if listed else item, 1)[0])
+    status = listed.group(1).lower() if listed else "present"
+    return text, "historical" if status == "present" and text.lower().startswith(PAST) else status
+
+
+def not_a_problem(text: str, status: str) -> str | None:
+    """Why an LM's diagnosis or statement is not coded, as the rules would not code the problem
+    (negated, possible, family or hypothetical; a label such as 'Medical Treatment'), or None."""
+    if status in NOT_CODED:
+        return f"{status}: not coded"
+    if text.strip(" .:").lower() in NOT_PROBLEM_LABELS:
+        return "a label of the note, not a problem"
+    if not defining(text) - NO_CONDITION:
+        return "names no condition"
+    return None
+
+
 def left_out(note: str, rules: list[tuple], spans: list[Span | None], read: list[tuple[str, str | Span]],
              trace: StageTrace) -> list[tuple]:
     """The rules' items whose problem (`spans`, one per item) the LM's (text, quote) pairs do
@@ -181,6 +213,24 @@ def evidence_missing(note: str) -> Callable[[str, str], str | None]:
 
     def reject(item: str, quote: str) -> str | None:
         return None if locate(note, quote).span else f"evidence {quote!r} not found in the note"
+
+    return reject
+
+
+def statement_missing(note: str) -> Callable[[str, str], str | None]:
+    """A `read_pairs` rejection for a statement that is its own evidence: the note does not hold
+    it, or holds it only loosely without `MIN_QUALITY` of its defining words (the note's 'Right
+    knee sprain' for 'Right ankle sprain')."""
+
+    def reject(statement: str, _: str) -> str | None:
+        text = read_status(statement)[0]
+        found = locate(note, text)
+        if found.span is None:
+            return f"evidence {text!r} not found in the note"
+        wanted = defining(text)
+        if found.match == "fuzzy" and len(wanted & words(found.span.text)) < MIN_QUALITY * len(wanted):
+            return f"the note says {found.span.text!r}, not {text!r}"
+        return None
 
     return reject
 

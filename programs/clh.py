@@ -16,12 +16,20 @@ import dspy
 from icd_graph.codes import referenced
 from icd_graph.records import SearchHit
 from programs.answers import Codes, OneOf
-from programs.base import CodingProgram, evidence_missing, has_model, left_out, listed_problems, run_stage
+from programs.base import (
+    CodingProgram,
+    has_model,
+    left_out,
+    listed_problems,
+    not_a_problem,
+    read_status,
+    run_stage,
+    statement_missing,
+)
 from programs.concurrency import in_order
 from programs.demos import GENERIC, GoldDiagnosis, excerpt, gold_diagnoses, with_gold
-from programs.floor import best_entry, choose, problem_query, vetted
+from programs.floor import best_entry, choose, paired_unsaid, problem_query, vetted
 from programs.guarantees import Assembler, reconcile, tokens
-from programs.medcoder import PAST
 from programs.result import CodedDiagnosis, Span, StageTrace
 from signatures import ExtractEvidence, NavigateIndex, ReconcileCodes, ValidateCandidates
 
@@ -138,18 +146,25 @@ class CodeLikeHumans(CodingProgram):
         """(statement, lead term, evidence, documented as past) over every part of the note,
         without repeats. The rules' problems are the statements (the index navigation finds each
         one's main term among its words); with a model, the LM's statements given those
-        problems (a statement the note does not hold is dropped), and the rules' problems the LM
-        leaves out (`left_out`)."""
+        problems (a statement the note does not hold, or that the rules would not code, is dropped;
+        the status the LM copies from the problems is read: `read_status`), and the rules'
+        problems the LM leaves out (`left_out`)."""
         kept, found = self.problems(note, trace)
         rules = [(problem_query(p, found), problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
         if not has_model():
             trace.kept.extend(p.text for p in kept)
             return rules
-        missing = evidence_missing(note)
         pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement",
-                                lambda statement, _: missing(statement, statement), problems=listed_problems(found))
-        read = [(statement, lead, statement, statement.lower().startswith(PAST)) for statement, lead in pairs]
-        return read + left_out(note, rules, [p.span for p in kept], [(statement, statement) for statement, _ in pairs], trace)
+                                statement_missing(note), problems=listed_problems(found))
+        read = []
+        for statement, lead in pairs:
+            text, status = read_status(statement)
+            if reason := not_a_problem(text, status):
+                trace.drop(statement, reason)
+                trace.kept.remove(statement)
+                continue
+            read.append((text, read_status(lead)[0], text, status == "historical"))
+        return read + left_out(note, rules, [p.span for p in kept], [(text, text) for text, *_ in read], trace)
 
     def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> tuple[list[str], dict[str, str]]:
         """Billable codes reached by walking the index from `lead_term` in at most `max_steps`
@@ -244,7 +259,7 @@ class CodeLikeHumans(CodingProgram):
         for code in dict.fromkeys(str(code).strip() for code in out.accepted or []):
             if code not in candidates:
                 trace.log.append(f"{code} accepted for {statement!r} although not a candidate")
-            elif vetoed := vetted(statement, rule, code, described, self.block):
+            elif vetoed := vetted(statement, rule, code, described, self.block, past):
                 trace.log.append(vetoed)
             else:
                 accepted.append(code)
@@ -310,11 +325,17 @@ class CodeLikeHumans(CodingProgram):
         trace.kept = sorted(final)
 
     def pair(self, code: str, codes: list[str], assembler: Assembler, trace: StageTrace, rationale: str) -> bool:
-        """Add `code` when a pairing note of one of the validated `codes` names it, with the
-        quotes of those codes as evidence; otherwise drop it in `trace`."""
+        """Add `code` when a pairing note of one of the validated `codes` names it and the note
+        says what it adds to them (`paired_unsaid`), with the quotes of those codes as evidence;
+        otherwise drop it in `trace`."""
         asking = [validated for validated in codes if self.asks_for(validated, code)]
         if not asking:
             trace.drop(code, "added at reconciliation, but no validated code's note asks for it")
+            return False
+        described = [self.kb.require(validated).description for validated in asking]
+        if missing := paired_unsaid(assembler.note, self.kb.require(code).description, described):
+            trace.drop(code, f"added at reconciliation for {', '.join(asking)}, but the note does not say "
+                             f"{' '.join(missing)!r}")
             return False
         quotes = [quote for validated in asking for quote in assembler.quotes(validated)]
         assembler.add(code, quotes, f"added at reconciliation for {', '.join(asking)}: {rationale}", trace)

@@ -41,7 +41,12 @@ MIN_QUALITY = 0.75
 # defining words; 'Hyperlipidemia. Continue atorvastatin': E78.5 names 1 of 3), but not a code
 # that shares next to nothing with it (E01.2 'Iodine-deficiency related goiter' for
 # 'Hypothyroidism').
-LM_MIN_QUALITY = 0.3
+LM_MIN_QUALITY = 0.5
+# What a note must say of the words a paired code adds to the code whose note asks for it: I50's
+# 'code first' note names I11.0 'Hypertensive heart disease with heart failure', which a heart
+# failure alone does not document; 'foot ulcer of the right great toe, limited to breakdown of
+# skin' documents L97.511 '... of other part of right foot limited to breakdown of skin'.
+PAIRED_SAID = 0.5
 CANDIDATES = 10
 TOP = 5
 
@@ -66,13 +71,18 @@ def problem_query(problem: Problem, problems: list[Problem]) -> str:
     """What to search for a problem: its text up to an uncertain diagnosis it adds, with the diabetes type the note documents when the
     problem is a diabetic complication that does not name it ('Diabetic polyneuropathy' with
     'Type 2 diabetes' elsewhere -> type 2)."""
-    text = UNCERTAIN_TAIL.sub("", " ".join(problem.text.split()))
+    text = certain(problem.text)
     if re.search(r"\bdiabetic\b", text, re.I) and not DIABETES_TYPE.search(text):
         for other in problems:
             found = DIABETES_TYPE.search(other.text)
             if found and re.search(r"\bdiabet", other.text, re.I):
                 return f"{text}, {found.group()} diabetes"
     return text
+
+
+def certain(text: str) -> str:
+    """A problem's text up to an uncertain diagnosis it adds (`UNCERTAIN_TAIL`)."""
+    return UNCERTAIN_TAIL.sub("", " ".join(text.split()))
 
 
 def words(text: str) -> set[str]:
@@ -107,7 +117,7 @@ def naming(query: str, description: str, path: str = "", digits: bool = False) -
 
 
 def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, str],
-           block: Callable[[str], str] | None = None) -> str | None:
+           block: Callable[[str], str] | None = None, historical: bool = False) -> str | None:
     """Why an LM's `pick` for `query` gives way to the rules' choice `rule`, or None when it
     stands. A pick other than the rules' must name as much of the problem's defining words (in
     its description or index path: `described`) as the rules' choice does, up to `MIN_QUALITY`
@@ -118,14 +128,17 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     not become M19.022 'Primary osteoarthritis, left elbow'; 'Type 2 diabetes': E11.9 may not
     become E10.8 'Type 1 ...', since single digits count here), or, when the rules have none,
     than the candidate of `described` that asserts least ('Right index finger contusion': not
-    S60.022A 'left', nor S60.021D 'subsequent encounter', beside S60.021A)."""
+    S60.022A 'left', nor S60.021D 'subsequent encounter', beside S60.021A). A past problem
+    (`historical`) takes only a personal-history or status code, as the rules' choice does."""
     if pick is None or pick == rule:
         return None
+    if historical and not pick.startswith(PERSONAL_HISTORY):
+        return f"the LM's {pick} codes {query!r} as current, but the note documents it as past; the rules' {rule or 'no code'} stands"
 
     def named(code: str) -> float:
         return naming(query, described.get(code, ""), digits=True)
 
-    bar = LM_MIN_QUALITY if rule is None else min(named(rule), MIN_QUALITY)
+    bar = min(named(rule), MIN_QUALITY) if rule else max(LM_MIN_QUALITY, *map(named, described))
     if named(pick) < bar:
         return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
     if block is not None and rule is not None and block(pick) != block(rule):
@@ -145,6 +158,17 @@ def unsaid(query: str, description: str) -> set[str]:
     'without ...' clause names, 'unspecified' and an initial encounter, the 7th character of
     active treatment, assert nothing: a subsequent encounter or a sequela needs the note's word)."""
     return defining(WITHOUT.sub(" ", description.lower()), digits=True) - defining(query, digits=True) - DEFAULTS
+
+
+def paired_unsaid(note: str, description: str, asking: list[str]) -> list[str]:
+    """The words of a paired code's `description`, as it writes them, that it adds to the
+    descriptions of the codes whose notes ask for it (`asking`) and the note does not say, when
+    they are more than `PAIRED_SAID` of what it adds; otherwise none: the note documents it."""
+    added = unsaid(" ".join(asking), description)
+    missing = added - words(note)
+    if not added or len(missing) <= (1 - PAIRED_SAID) * len(added):
+        return []
+    return list(dict.fromkeys(word for word in re.findall(r"[A-Za-z0-9]+", description) if words(word) & missing))
 
 
 def best_entry(statement: str, paths: list[str | None]) -> int:

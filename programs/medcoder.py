@@ -13,7 +13,17 @@ from __future__ import annotations
 import dspy
 
 from programs.answers import OneOf
-from programs.base import CodingProgram, evidence_missing, has_model, left_out, listed_problems, naming_evidence, run_stage
+from programs.base import (
+    CodingProgram,
+    evidence_missing,
+    has_model,
+    left_out,
+    listed_problems,
+    naming_evidence,
+    not_a_problem,
+    read_status,
+    run_stage,
+)
 from programs.concurrency import in_order
 from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.floor import Choice, choose, problem_query, vetted
@@ -22,7 +32,6 @@ from programs.result import CodedDiagnosis, Span, StageTrace
 from signatures import ExtractDiagnoses, RerankCandidates
 
 NONE = "NONE"
-PAST = ("history of", "personal history", "h/o", "hx of", "status post")
 
 
 class MedCoder(CodingProgram):
@@ -67,7 +76,7 @@ class MedCoder(CodingProgram):
         if not options:
             return options, (None, ""), part
         described = {hit.code: f"{hit.description} {hit.matched}" for hit in hits}
-        return options, self.pick(text, evidence, options, choose(text, hits, historical=past), part, described), part
+        return options, self.pick(text, evidence, options, choose(text, hits, historical=past), part, described, past), part
 
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str | Span, bool]]:
         """(diagnosis, evidence, documented as past) for every diagnosis to code. The rules'
@@ -83,23 +92,28 @@ class MedCoder(CodingProgram):
         pairs = []
         read = self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note),
                                problems=listed_problems(found))
-        for diagnosis, quote in read:
+        for listed, quote in read:
+            diagnosis, status = read_status(listed)
+            if reason := not_a_problem(diagnosis, status):
+                trace.drop(listed, reason)
+                trace.kept.remove(listed)
+                continue
             evidence = naming_evidence(note, diagnosis, quote)
             if evidence is None:
                 trace.drop(diagnosis, f"neither its evidence {quote!r} nor the note names it")
-                trace.kept.remove(diagnosis)
+                trace.kept.remove(listed)
                 continue
             if evidence != quote:
                 trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
-            pairs.append((diagnosis, evidence, diagnosis.lower().startswith(PAST)))
+            pairs.append((diagnosis, evidence, status == "historical"))
         return pairs + left_out(note, rules, [p.span for p in kept], [(d, evidence) for d, evidence, _ in pairs], trace)
 
     def pick(self, diagnosis: str, evidence: str | Span, options: dict[str, str], rule: Choice, trace: StageTrace,
-             described: dict[str, str]) -> tuple[str | None, str]:
+             described: dict[str, str], past: bool = False) -> tuple[str | None, str]:
         """(code or None, rationale): the rules' choice, or with a model the LM's among the
         candidates given the rules' choice; an unreadable answer, a code outside the candidates
-        or one that names too little of the diagnosis (`vetted`; `described`: each candidate's
-        description and index path) gives way to the rules' choice."""
+        or one that names too little of the diagnosis or codes a `past` one as current (`vetted`;
+        `described`: each candidate's description and index path) gives way to the rules' choice."""
         if not has_model():
             return rule.code, rule.reason
         listed = [f"{code}: {description}" for code, description in options.items()]
@@ -117,7 +131,7 @@ class MedCoder(CodingProgram):
         if code not in options:
             trace.log.append(f"{code} for {diagnosis!r} is not among the retrieved candidates; the coding rules' choice is used")
             return rule.code, f"coding rules (the re-ranker named a code outside the candidates): {rule.reason}"
-        vetoed = vetted(diagnosis, rule.code, code, described, self.block)
+        vetoed = vetted(diagnosis, rule.code, code, described, self.block, past)
         if vetoed:
             trace.log.append(vetoed)
             return rule.code, f"coding rules: {rule.reason}"

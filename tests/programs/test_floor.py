@@ -16,7 +16,18 @@ import pytest
 from icd_graph.records import SearchHit
 from programs.batch import code_note
 from programs.extractor import Problem, ProblemExtractor
-from programs.floor import best_entry, choose, defining, keep_problem, problem_query, quality, unsaid, vetted, words
+from programs.floor import (
+    best_entry,
+    choose,
+    defining,
+    keep_problem,
+    paired_unsaid,
+    problem_query,
+    quality,
+    unsaid,
+    vetted,
+    words,
+)
 from programs.registry import PROGRAMS, build_program, default_program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,3 +295,18 @@ def test_unsaid_words_are_what_a_description_asserts_beyond_the_problem():
     # a 'without' clause and 'unspecified' assert nothing; the other type's digit does
     assert unsaid("Type 2 diabetes", "Type 1 diabetes mellitus without complications") == words("1 mellitus")
     assert unsaid("Hyperlipidemia", "Hyperlipidemia, unspecified") == set()
+
+
+@pytest.mark.parametrize("note, paired, asking, missing", [
+    # I50's 'code first' note names I11.0: a heart failure alone does not document it
+    ("Congestive heart failure.", "I11.0", "I50.9", ["Hypertensive", "disease"]),
+    ("Hypertensive heart disease with congestive heart failure.", "I11.0", "I50.9", []),
+    # I20-I25's 'use additional code' note names the hypertension a note must say
+    ("Coronary artery disease.", "I10", "I25.10", ["Essential", "primary", "hypertension"]),
+    # E11.621's note asks for the ulcer's site and depth, which the note says in its own order
+    ("Type 2 diabetes mellitus with foot ulcer of the right great toe, limited to breakdown of skin.", "L97.511", "E11.621", []),
+    # a drug the note names is not the words of the long-term use code
+    ("Type 2 diabetes mellitus on metformin.", "Z79.84", "E11.9", ["Long", "term", "current", "use", "oral", "hypoglycemic", "drugs"]),
+])
+def test_a_paired_code_stands_when_the_note_says_most_of_what_it_adds(kb, note, paired, asking, missing):
+    assert paired_unsaid(note, kb.require(paired).description, [kb.require(asking).description]) == missing
