@@ -1,4 +1,6 @@
-from programs.base import naming_evidence
+import pytest
+
+from programs.base import naming_evidence, not_a_problem, read_status, statement_missing
 
 NOTE = "Hyperlipidemia on atorvastatin 40 mg.\nASSESSMENT AND PLAN:\n1. Obesity, BMI 31. Dietitian referral.\n2. HTN, above goal."
 
@@ -14,3 +16,39 @@ def test_a_quote_of_another_line_gives_way_to_the_diagnosis_the_note_writes():
     # a diagnosis neither its quote nor the note names (copied from a demo): nothing to quote
     assert naming_evidence(NOTE, "Gout", "Obesity, BMI 31.") is None
     assert naming_evidence(NOTE, "Morbid obesity", "Obesity, BMI 31.") == "Obesity, BMI 31."
+
+
+@pytest.mark.parametrize("written, read", [
+    ("Hepatomegaly (present)", ("Hepatomegaly", "present")),
+    ("Chest pain (negated)", ("Chest pain", "negated")),
+    ("History of aortic aneurysm repair", ("History of aortic aneurysm repair", "historical")),
+    ("Status post basal cell carcinoma removal (present)", ("Status post basal cell carcinoma removal", "historical")),
+    ("Hyperlipidemia. Continue atorvastatin", ("Hyperlipidemia", "present")),
+    ("Left shoulder pain, likely rotator cuff tendinopathy", ("Left shoulder pain", "present")),
+    # a parenthesis that is not a status stays
+    ("Pain in the right knee (lateral)", ("Pain in the right knee (lateral)", "present")),
+])
+def test_an_lm_statement_is_read_as_the_rules_read_a_problem(written, read):
+    assert read_status(written) == read
+
+
+@pytest.mark.parametrize("text, status, reason", [
+    ("Chest pain", "negated", "negated: not coded"),
+    ("Migraine", "family", "family: not coded"),
+    ("Medical Treatment", "present", "a label of the note, not a problem"),
+    ("Patient Education and Counseling", "present", "a label of the note, not a problem"),
+    ("Disease", "present", "names no condition"),
+    ("Kidney disease", "present", None),
+    ("Osteoarthritis", "historical", None),
+])
+def test_what_the_rules_would_not_code_is_not_a_problem(text, status, reason):
+    assert not_a_problem(text, status) == reason
+
+
+def test_a_statement_the_note_holds_only_in_other_words_is_dropped():
+    note = "ASSESSMENT AND PLAN:\n1. Right knee sprain.\n2. Type 2 diabetes mellitus without complications.\n"
+    reject = statement_missing(note)
+    assert reject("Right ankle sprain (present)", "") == "the note says 'Right knee sprain.', not 'Right ankle sprain'"
+    assert reject("Right knee sprain (present)", "") is None
+    assert reject("Diabetes mellitus type 2 without complications", "") is None
+    assert reject("Gout", "") == "evidence 'Gout' not found in the note"
