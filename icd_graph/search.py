@@ -74,7 +74,7 @@ import duckdb
 import numpy as np
 
 from icd_graph.codes import note_references
-from icd_graph.vocabulary import WORD, spelling_variants, tokenize, without_status
+from icd_graph.vocabulary import WORD, both_sides, spelling_variants, tokenize, without_status
 
 if TYPE_CHECKING:
     from icd_graph.dense import DenseIndex
@@ -112,7 +112,7 @@ RIGHT, LEFT, BILATERAL, UPPER, LOWER, HISTORY, UNSPECIFIED, OTHER = (1 << bit fo
 _SIDES = RIGHT | LEFT | BILATERAL
 _LIMBS = UPPER | LOWER
 _FLAG_WORDS = {"right": RIGHT, "left": LEFT, "bilateral": BILATERAL, "upper": UPPER, "lower": LOWER}
-_QUERY_FLAG_WORDS = {**_FLAG_WORDS, "both": BILATERAL, "history": HISTORY, "status": HISTORY, "hx": HISTORY}
+_QUERY_FLAG_WORDS = {**_FLAG_WORDS, "history": HISTORY, "status": HISTORY, "hx": HISTORY}
 
 
 def description_flags(description: str) -> int:
@@ -130,7 +130,9 @@ def description_flags(description: str) -> int:
 
 
 def query_flags(text: str) -> int:
-    return _word_flags(text, _QUERY_FLAG_WORDS)
+    """`description_flags` of a query: its side ('both knees' is bilateral, 'both mitral and aortic
+    valves' names no side), limb and a history it asks for."""
+    return _word_flags(both_sides(text.lower()), _QUERY_FLAG_WORDS)
 
 
 def _word_flags(text: str, table: dict[str, int]) -> int:

@@ -121,12 +121,17 @@ def spelled_out(text: str) -> str:
     return _LEVELS.sub(r"\1\2-\1\3", text)
 
 
+def both_sides(text: str) -> str:
+    """Lower-case `text` with 'both' read as 'bilateral' where it names two sides (`_BOTH_SIDES`)."""
+    return _BOTH_SIDES.sub("bilateral", text)
+
+
 def tokenize(text: str) -> list[str]:
     """Stemmed words of `spelled_out` text without stop words; common clinical abbreviations
     spelled out, synonyms the classification uses both of read as one ('renal' as 'kidney', 'both
     knees' as 'bilateral knees') and a spinal level followed by its region ('c5' 'cervical')."""
     words = []
-    for word in WORD.findall(_BOTH_SIDES.sub("bilateral", spelled_out(text))):
+    for word in WORD.findall(both_sides(spelled_out(text))):
         word = SYNONYMS.get(word, word)
         words.extend(WORD.findall(ABBREVIATIONS[word]) if word in ABBREVIATIONS else (word,))
         region = REGIONS.get(word[0]) if _LEVEL.fullmatch(word) else None

@@ -5,6 +5,7 @@ import pytest
 from icd_graph.build import build, search_dir_for
 from icd_graph.search import (
     ADDITIONAL,
+    BILATERAL,
     Searcher,
     additional_codes,
     contradicts,
@@ -139,6 +140,10 @@ def test_contradiction_flags():
     assert contradicts(query_flags("upper limb"), description_flags("Mononeuropathy of lower limb"))
     assert contradicts(0, description_flags("Personal history of urinary calculi"))
     assert not contradicts(query_flags("history of stones"), description_flags("Personal history of urinary calculi"))
+    # 'both' names two sides, as tokenize reads it, except in 'both X and Y'
+    assert contradicts(query_flags("Osteoarthritis of both knees"), description_flags("Unilateral primary osteoarthritis, right knee"))
+    assert query_flags("Disease of both mitral and aortic valves") == 0
+    assert query_flags("Carpal tunnel syndrome, both wrists") == BILATERAL
 
 
 def test_see_references_point_to_their_target(kb_path):
