@@ -27,12 +27,14 @@ from programs.spans import locate
 
 MAX_NOTE_CHARS = 12_000
 PAST = ("history of", "personal history", "h/o", "hx of", "status post")
-# The status an LM copies from the listed problems (`listed_problems`): 'Hepatomegaly (present)'.
 # Words that name no condition on their own: 'Disease', 'Medical problems'.
 NO_CONDITION = frozenset(tokenize("disease disorder condition problem problems illness issue issues medical"))
 # Where a statement's first sentence ends: 'Hyperlipidemia. Continue atorvastatin' is a plan after it.
 SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")
-LISTED_STATUS = re.compile(r"\s*\((present|historical|negated|possible|family|hypothetical)\)\s*$", re.IGNORECASE)
+STATUS = re.compile(r"present|historical|negated|possible|family|hypothetical", re.IGNORECASE)
+# The status an LM copies from the listed problems (`listed_problems`), maybe numbered after it:
+# 'Hepatomegaly (present)', 'Bitemporal hemianopia (present) (2)'.
+LISTED_STATUS = re.compile(rf"(?:\s*\((?:{STATUS.pattern}|\d+)\))+\s*$", re.IGNORECASE)
 SHARED = ("kb", "extractor")
 
 
@@ -172,7 +174,8 @@ def read_status(item: str) -> tuple[str, str]:
     'historical' for one written as past ('History of ...', 'Status post ...')."""
     listed = LISTED_STATUS.search(item)
     text = certain(SENTENCE_END.split(item[: listed.start()] if listed else item, 1)[0])
-    status = listed.group(1).lower() if listed else "present"
+    copied = STATUS.search(listed.group()) if listed else None
+    status = copied.group().lower() if copied else "present"
     return text, "historical" if status == "present" and text.lower().startswith(PAST) else status
 
 
@@ -217,10 +220,25 @@ def evidence_missing(note: str) -> Callable[[str, str], str | None]:
     return reject
 
 
+def diagnosis_missing(note: str) -> Callable[[str, str], str | None]:
+    """A `read_pairs` rejection for a diagnosis and its evidence: the quote is not in the note, or
+    the diagnosis says what the note nowhere says ('type 2 diabetes mellitus with hyperglycemia'
+    in a note without hyperglycemia: `nowhere_said`)."""
+    said = words(note)
+
+    def reject(diagnosis: str, quote: str) -> str | None:
+        if not locate(note, quote).span:
+            return f"evidence {quote!r} not found in the note"
+        return nowhere_said(read_status(diagnosis)[0], said)
+
+    return reject
+
+
 def statement_missing(note: str) -> Callable[[str, str], str | None]:
     """A `read_pairs` rejection for a statement that is its own evidence: the note does not hold
-    it, or holds it only loosely without `MIN_QUALITY` of its defining words (the note's 'Right
-    knee sprain' for 'Right ankle sprain')."""
+    it, holds it only loosely without `MIN_QUALITY` of its defining words (the note's 'Right knee
+    sprain' for 'Right ankle sprain'), or nowhere says some of them (`nowhere_said`)."""
+    said = words(note)
 
     def reject(statement: str, _: str) -> str | None:
         text = read_status(statement)[0]
@@ -230,9 +248,19 @@ def statement_missing(note: str) -> Callable[[str, str], str | None]:
         wanted = defining(text)
         if found.match == "fuzzy" and len(wanted & words(found.span.text)) < MIN_QUALITY * len(wanted):
             return f"the note says {found.span.text!r}, not {text!r}"
-        return None
+        return nowhere_said(text, said)
 
     return reject
+
+
+def nowhere_said(text: str, said: set[str]) -> str | None:
+    """Why a diagnosis is not the note's: the defining words of `text` that none of the note's
+    words (`said`) are, as `text` writes them; None when the note says them all."""
+    missing = defining(text) - said
+    if not missing:
+        return None
+    written = dict.fromkeys(word for word in re.findall(r"[A-Za-z0-9]+", text) if words(word) & missing)
+    return f"the note nowhere says {' '.join(written)!r}"
 
 
 def run_stage(predictor: dspy.Predict, trace: StageTrace, narrow: Mapping[str, Narrowing] | None = None,

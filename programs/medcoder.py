@@ -15,7 +15,7 @@ import dspy
 from programs.answers import OneOf
 from programs.base import (
     CodingProgram,
-    evidence_missing,
+    diagnosis_missing,
     has_model,
     left_out,
     listed_problems,
@@ -90,7 +90,7 @@ class MedCoder(CodingProgram):
             trace.kept.extend(p.text for p in kept)
             return rules
         pairs = []
-        read = self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", evidence_missing(note),
+        read = self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", diagnosis_missing(note),
                                problems=listed_problems(found))
         for listed, quote in read:
             diagnosis, status = read_status(listed)

@@ -1,6 +1,6 @@
 import pytest
 
-from programs.base import naming_evidence, not_a_problem, read_status, statement_missing
+from programs.base import diagnosis_missing, naming_evidence, not_a_problem, read_status, statement_missing
 
 NOTE = "Hyperlipidemia on atorvastatin 40 mg.\nASSESSMENT AND PLAN:\n1. Obesity, BMI 31. Dietitian referral.\n2. HTN, above goal."
 
@@ -20,6 +20,7 @@ def test_a_quote_of_another_line_gives_way_to_the_diagnosis_the_note_writes():
 
 @pytest.mark.parametrize("written, read", [
     ("Hepatomegaly (present)", ("Hepatomegaly", "present")),
+    ("Bitemporal hemianopia (present) (2)", ("Bitemporal hemianopia", "present")),
     ("Chest pain (negated)", ("Chest pain", "negated")),
     ("History of aortic aneurysm repair", ("History of aortic aneurysm repair", "historical")),
     ("Status post basal cell carcinoma removal (present)", ("Status post basal cell carcinoma removal", "historical")),
@@ -52,3 +53,15 @@ def test_a_statement_the_note_holds_only_in_other_words_is_dropped():
     assert reject("Right knee sprain (present)", "") is None
     assert reject("Diabetes mellitus type 2 without complications", "") is None
     assert reject("Gout", "") == "evidence 'Gout' not found in the note"
+    # a word the note nowhere says
+    assert reject("Right knee sprain with effusion", "") == "the note nowhere says 'effusion'"
+
+
+def test_a_diagnosis_that_says_what_the_note_nowhere_says_is_dropped():
+    note = "ASSESSMENT AND PLAN:\n1. Diabetes mellitus type 2. Continue metformin.\n2. HTN, above goal.\n"
+    reject = diagnosis_missing(note)
+    assert reject("type 2 diabetes mellitus with hyperglycemia", "Diabetes mellitus type 2.") == "the note nowhere says 'hyperglycemia'"
+    assert reject("Type 2 diabetes mellitus (present)", "Diabetes mellitus type 2.") is None
+    # abbreviations are read written out
+    assert reject("Hypertension", "HTN, above goal.") is None
+    assert reject("Hypertension", "Blood pressure above goal.") == "evidence 'Blood pressure above goal.' not found in the note"
