@@ -211,11 +211,13 @@ def left_out(note: str, rules: list[tuple], spans: list[Span | None], read: list
     return missed
 
 
-def evidence_missing(note: str) -> Callable[[str, str], str | None]:
-    """A `read_pairs` rejection: the pair's evidence quote is not in the note."""
+def evidence_missing(note: str, problems: list[Problem] = ()) -> Callable[[str, str], str | None]:
+    """A `read_pairs` rejection: the pair's evidence quote is not in the note, or not where the
+    rules read `problems` (`outside_sections`)."""
 
     def reject(item: str, quote: str) -> str | None:
-        return None if locate(note, quote).span else f"evidence {quote!r} not found in the note"
+        span = locate(note, quote).span
+        return outside_sections(problems, span) if span else f"evidence {quote!r} not found in the note"
 
     return reject
 
@@ -224,20 +226,19 @@ def diagnosis_missing(note: str) -> Callable[[str, str], str | None]:
     """A `read_pairs` rejection for a diagnosis and its evidence: the quote is not in the note, or
     the diagnosis says what the note nowhere says ('type 2 diabetes mellitus with hyperglycemia'
     in a note without hyperglycemia: `nowhere_said`)."""
-    said = words(note)
+    said, missing = words(note), evidence_missing(note)
 
     def reject(diagnosis: str, quote: str) -> str | None:
-        if not locate(note, quote).span:
-            return f"evidence {quote!r} not found in the note"
-        return nowhere_said(read_status(diagnosis)[0], said)
+        return missing(diagnosis, quote) or nowhere_said(read_status(diagnosis)[0], said)
 
     return reject
 
 
-def statement_missing(note: str) -> Callable[[str, str], str | None]:
+def statement_missing(note: str, problems: list[Problem]) -> Callable[[str, str], str | None]:
     """A `read_pairs` rejection for a statement that is its own evidence: the note does not hold
     it, holds it only loosely without `MIN_QUALITY` of its defining words (the note's 'Right knee
-    sprain' for 'Right ankle sprain'), or nowhere says some of them (`nowhere_said`)."""
+    sprain' for 'Right ankle sprain'), holds it outside where the rules read `problems`
+    (`outside_sections`), or nowhere says some of its words (`nowhere_said`)."""
     said = words(note)
 
     def reject(statement: str, _: str) -> str | None:
@@ -248,9 +249,19 @@ def statement_missing(note: str) -> Callable[[str, str], str | None]:
         wanted = defining(text)
         if found.match == "fuzzy" and len(wanted & words(found.span.text)) < MIN_QUALITY * len(wanted):
             return f"the note says {found.span.text!r}, not {text!r}"
-        return nowhere_said(text, said)
+        return outside_sections(problems, found.span) or nowhere_said(text, said)
 
     return reject
+
+
+def outside_sections(problems: list[Problem], span: Span | None) -> str | None:
+    """Why a quote at `span` is not read as a problem: it lies outside the sections the rules read
+    `problems` in (assessment and plan: the bodies of theirs), as a past history, a family
+    history or a review of systems does; None inside one, or when the rules found none."""
+    bodies = {problem.body for problem in problems if problem.body}
+    if span is None or not bodies or any(start <= span.start < end for start, end in bodies):
+        return None
+    return "outside the sections the rules read problems in (assessment, plan)"
 
 
 def nowhere_said(text: str, said: set[str]) -> str | None:

@@ -155,7 +155,7 @@ class CodeLikeHumans(CodingProgram):
             trace.kept.extend(p.text for p in kept)
             return rules
         pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement",
-                                statement_missing(note), problems=listed_problems(found))
+                                statement_missing(note, found), problems=listed_problems(found))
         read = []
         for statement, lead in pairs:
             text, status = read_status(statement)

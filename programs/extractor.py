@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +34,7 @@ LEADING_FILLER = frozenset("a an the has had have with of is was for".split())
 MAX_HEADING_WORDS = 12
 SENTENCE_PUNCT = frozenset(".!?;")
 MAX_PROBLEM_CHARS = 200
+RECENT = 64
 PRIMARY_LABELS = ("primary", "secondary", "principal", "diagnosis", "diagnoses", "dx", "problem")
 
 
@@ -40,13 +42,15 @@ PRIMARY_LABELS = ("primary", "secondary", "principal", "diagnosis", "diagnoses",
 class Problem:
     """A problem the note documents: `text` as written (a heading, a list item, a named
     diagnosis), its `span`, the `section` it is in, its `assertion` (present, negated, possible,
-    historical, family or hypothetical) and the `form` it was found in."""
+    historical, family or hypothetical), the `form` it was found in and the (start, end) of its
+    section's `body`."""
 
     text: str
     span: Span
     section: str
     assertion: str
     form: str
+    body: tuple[int, int] | None = None
 
 
 class Ahead(Protocol):
@@ -64,12 +68,24 @@ class ProblemExtractor:
         self._lock = threading.Lock()
         self._nlp = None
         self._context = None
+        self._recent: OrderedDict[str, list[Problem]] = OrderedDict()
+        self._recent_lock = threading.Lock()
         self.ahead: Ahead | None = None
 
     def __call__(self, note: str) -> list[Problem]:
+        """The problems of `note`; the last `RECENT` notes' are kept, so that a note read twice
+        (verify's first pass, then its proposals) is read once."""
+        with self._recent_lock:
+            if note in self._recent:
+                return self._recent[note]
         ahead = self.ahead
         found = ahead.problems(note) if ahead is not None else None
-        return found if found is not None else self.extract(note)
+        found = found if found is not None else self.extract(note)
+        with self._recent_lock:
+            self._recent[note] = found
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        return found
 
     def extract(self, note: str) -> list[Problem]:
         """The problems of `note`, read here."""
@@ -93,7 +109,8 @@ class ProblemExtractor:
         for section, form, start, end in found:
             entity = doc.char_span(*_entity(note, start, end), alignment_mode="expand")
             status = statuses.get((entity.start_char, entity.end_char), "present") if entity is not None else "present"
-            problems.append(Problem(note[start:end], Span(start, end, note[start:end]), section, status, form))
+            body = next(((first, last) for _, first, last in ranges if first <= start < last), None)
+            problems.append(Problem(note[start:end], Span(start, end, note[start:end]), section, status, form, body))
         return problems
 
     def preload(self) -> threading.Thread | None:

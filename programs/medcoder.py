@@ -21,6 +21,7 @@ from programs.base import (
     listed_problems,
     naming_evidence,
     not_a_problem,
+    outside_sections,
     read_status,
     run_stage,
 )
@@ -29,6 +30,7 @@ from programs.demos import excerpt, gold_diagnoses, with_gold
 from programs.floor import Choice, choose, problem_query, vetted
 from programs.guarantees import Assembler
 from programs.result import CodedDiagnosis, Span, StageTrace
+from programs.spans import locate
 from signatures import ExtractDiagnoses, RerankCandidates
 
 NONE = "NONE"
@@ -81,9 +83,10 @@ class MedCoder(CodingProgram):
     def diagnoses(self, note: str, trace: StageTrace) -> list[tuple[str, str | Span, bool]]:
         """(diagnosis, evidence, documented as past) for every diagnosis to code. The rules'
         problems (evidence: where the note writes them); with a model, the LM's diagnoses given
-        those problems, without repeats, a diagnosis whose evidence is not in the note dropped and
-        a quote that names none of the diagnosis's words replaced by the diagnosis as the note
-        writes it; the rules' problems the LM leaves out are coded too (`left_out`)."""
+        those problems, without repeats, a diagnosis whose evidence is not in the note dropped
+        (`diagnosis_missing`), a quote that names none of the diagnosis's words replaced by the
+        diagnosis as the note writes it, and dropped outside where the rules read problems
+        (`outside_sections`); the rules' problems the LM leaves out are coded too (`left_out`)."""
         kept, found = self.problems(note, trace)
         rules = [(problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
         if not has_model():
@@ -101,6 +104,10 @@ class MedCoder(CodingProgram):
             evidence = naming_evidence(note, diagnosis, quote)
             if evidence is None:
                 trace.drop(diagnosis, f"neither its evidence {quote!r} nor the note names it")
+                trace.kept.remove(listed)
+                continue
+            if outside := outside_sections(found, locate(note, evidence).span):
+                trace.drop(diagnosis, outside)
                 trace.kept.remove(listed)
                 continue
             if evidence != quote:

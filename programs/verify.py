@@ -114,8 +114,8 @@ class Verify(CodingProgram):
 
     def proposals(self, note: str) -> tuple[list[tuple[str, str]], list[StageTrace]]:
         """(code, evidence quote) pairs from the first pass, with its traces; without one, the
-        proposed codes whose evidence is in the note (each vetted against the rules' code of the
-        problem its quote documents: `anchored`), and the rules' codes of the problems the LM left
+        proposed codes whose evidence is in the note where the rules read problems (each vetted
+        against the rules' code of the problem its quote documents: `anchored`), and the rules' codes of the problems the LM left
         out (`left_out`)."""
         if self.first_pass is not None:
             result = self.first_pass(note=note).result
@@ -132,7 +132,8 @@ class Verify(CodingProgram):
                 stage.stage = f"first_pass.{stage.stage}"
             return rules, traces
         trace = StageTrace("propose", codes=[])
-        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note),
+        found = self.extractor(note)
+        pairs = self.read_pairs(self.propose, note, trace, ("codes", "evidence"), "code", evidence_missing(note, found),
                                 {"codes": Codes(self.kb.code_grammar())}, suggested=listed)
         spans = [locate(note, quote).span for _, quote in rules]
         kept = dict(self.anchored(note, pair, rules, spans, trace) for pair in pairs)

@@ -1,6 +1,16 @@
 import pytest
 
-from programs.base import diagnosis_missing, naming_evidence, not_a_problem, read_status, statement_missing
+from programs.base import (
+    diagnosis_missing,
+    evidence_missing,
+    naming_evidence,
+    not_a_problem,
+    outside_sections,
+    read_status,
+    statement_missing,
+)
+from programs.extractor import Problem
+from programs.result import Span
 
 NOTE = "Hyperlipidemia on atorvastatin 40 mg.\nASSESSMENT AND PLAN:\n1. Obesity, BMI 31. Dietitian referral.\n2. HTN, above goal."
 
@@ -48,7 +58,7 @@ def test_what_the_rules_would_not_code_is_not_a_problem(text, status, reason):
 
 def test_a_statement_the_note_holds_only_in_other_words_is_dropped():
     note = "ASSESSMENT AND PLAN:\n1. Right knee sprain.\n2. Type 2 diabetes mellitus without complications.\n"
-    reject = statement_missing(note)
+    reject = statement_missing(note, [])
     assert reject("Right ankle sprain (present)", "") == "the note says 'Right knee sprain.', not 'Right ankle sprain'"
     assert reject("Right knee sprain (present)", "") is None
     assert reject("Diabetes mellitus type 2 without complications", "") is None
@@ -65,3 +75,26 @@ def test_a_diagnosis_that_says_what_the_note_nowhere_says_is_dropped():
     # abbreviations are read written out
     assert reject("Hypertension", "HTN, above goal.") is None
     assert reject("Hypertension", "Blood pressure above goal.") == "evidence 'Blood pressure above goal.' not found in the note"
+
+
+HISTORY_NOTE = ("HISTORY OF PRESENT ILLNESS:\nHer mother had kidney disease. Denies chest pain.\n\n"
+                "ASSESSMENT AND PLAN:\n1. Hypertension. Continue lisinopril.\n")
+
+
+def read_problem(note: str, text: str) -> Problem:
+    """A problem of HISTORY_NOTE's assessment and plan, as the extractor gives it."""
+    start, body = note.index(text), note.index("1. ")
+    return Problem(text, Span(start, start + len(text), text), "assessment", "present", "list", (body, len(note)))
+
+
+def test_a_quote_outside_the_sections_the_rules_read_problems_in_is_not_a_problem():
+    problems = [read_problem(HISTORY_NOTE, "Hypertension")]
+    family = Span(HISTORY_NOTE.index("kidney"), HISTORY_NOTE.index("kidney") + 14, "kidney disease")
+    assert outside_sections(problems, family) == "outside the sections the rules read problems in (assessment, plan)"
+    assert outside_sections(problems, problems[0].span) is None
+    # where the rules found no problem, there is no section to hold the LM to
+    assert outside_sections([], family) is None
+    reject = evidence_missing(HISTORY_NOTE, problems)
+    assert reject("N28.9", "mother had kidney disease") == "outside the sections the rules read problems in (assessment, plan)"
+    assert reject("I10", "Hypertension. Continue lisinopril.") is None
+    assert statement_missing(HISTORY_NOTE, problems)("Kidney disease (present)", "") == reject("N28.9", "kidney disease")

@@ -115,3 +115,28 @@ def test_the_pipeline_tokenizes_every_note_as_medspacys_own_tokenizer_does(extra
     nlp, _ = extract._pipeline()
     for note in [*aci_notes.values(), INPATIENT, "c/o chf+cp, don't 1.5mg q.d. http://x.org pt's BP 120/80"]:
         assert [t.text for t in nlp.tokenizer(note)] == [t.text for t in reference(note)]
+
+
+def test_each_problem_knows_the_body_of_its_section(extract):
+    body = (INPATIENT.index("DISCHARGE DIAGNOSES") + len("DISCHARGE DIAGNOSES"), INPATIENT.index("DISCHARGE INSTRUCTIONS"))
+    problems = extract(INPATIENT)
+    assert problems and {problem.body for problem in problems} == {body}
+    assert INPATIENT[slice(*body)].rstrip().endswith("Denies chest pain")
+
+
+class AnswersOnce:
+    """Answers each note once, as a read-ahead process does; counts the questions."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def problems(self, note):
+        self.asked += 1
+        return [] if self.asked == 1 else None
+
+
+def test_a_note_read_twice_is_read_once():
+    extractor = ProblemExtractor()
+    extractor.ahead = AnswersOnce()
+    assert extractor(INPATIENT) == [] and extractor(INPATIENT) == []
+    assert extractor.ahead.asked == 1

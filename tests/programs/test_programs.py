@@ -59,15 +59,19 @@ def test_medcoder_retrieves_then_reranks(kb, diabetes_note):
         lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
     assert result.code_list == ["E11.3293", "E11.42", "E66.9", "E78.5", "I10"]
-    assert [(d.item, "not found in the note" in d.reason) for d in stage(result, "extract").dropped] == [("Asthma", True)]
+    dropped = {d.item: d.reason for d in stage(result, "extract").dropped}
+    assert "not found in the note" in dropped["Asthma"]
+    # quoted from the history of present illness, not where the rules read problems: the rules'
+    # hyperlipidemia of the assessment and plan is coded instead
+    assert dropped["Hyperlipidemia"] == "outside the sections the rules read problems in (assessment, plan)"
     left = [line for line in stage(result, "extract").log if "left out" in line]
-    assert len(left) == 2 and "'Diabetic peripheral polyneuropathy'" in left[1]
+    assert len(left) == 3 and "'Diabetic peripheral polyneuropathy'" in left[1] and "'Hyperlipidemia'" in left[2]
     quoted = {item.code: item.evidence[0] for item in result.codes}
     start = diabetes_note.index("Essential hypertension, above goal")
     assert (quoted["I10"].span.start, quoted["I10"].span.end, quoted["I10"].match) == (start, start + 34, "normalized")
-    assert quoted["E78.5"].span.start == diabetes_note.index("Hyperlipidemia on atorvastatin 40 mg")
+    assert quoted["E78.5"].span.start == diabetes_note.index("4. Hyperlipidemia") + 3
     retrieve = stage(result, "retrieve")
-    assert [line.split(":")[0] for line in retrieve.proposed][:3] == ["Essential hypertension", "Hyperlipidemia", "Obesity"]
+    assert [line.split(":")[0] for line in retrieve.proposed][:2] == ["Essential hypertension", "Obesity"]
     assert any("J45.909 for 'Obesity' is not among the retrieved candidates" in line for line in stage(result, "rerank").log)
 
 
@@ -173,9 +177,12 @@ def test_medcoder_quotes_the_diagnosis_when_its_evidence_is_another_line(kb, dia
     with ScriptedServer(crossed) as scripted:
         lm = make_lm("hosted_vllm/scripted", scripted.url, cache=False, num_retries=0)
         result = check_result(kb, diabetes_note, run(MedCoder(kb), lm, diabetes_note))
-    quoted = {item.code[:3]: item.evidence[0].span.text for item in result.codes}
-    assert (quoted["E78"], quoted["E66"]) == ("Hyperlipidemia", "Obesity")
-    assert len([line for line in stage(result, "extract").log if "is quoted instead" in line]) == 2
+    quoted = {item.code[:3]: item.evidence[0].span for item in result.codes}
+    assert (quoted["E78"].text, quoted["E66"].text) == ("Hyperlipidemia", "Obesity")
+    assert len([line for line in stage(result, "extract").log if "is quoted instead" in line]) == 1
+    # the note writes 'Hyperlipidemia' first in its history, outside where the rules read
+    # problems: the rules' hyperlipidemia of the assessment is coded instead
+    assert quoted["E78"].start == diabetes_note.index("4. Hyperlipidemia") + 3
 
 
 def test_verify_drops_a_proposal_whose_evidence_is_not_in_the_note(kb, diabetes_note):
