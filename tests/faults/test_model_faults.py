@@ -16,7 +16,7 @@ from data.records import NoteRecord
 from programs.batch import code_note, run_batch
 from programs.errors import ModelError
 from programs.lm import make_lm
-from tests.faults.conftest import SCRIPT, SECRET, note_text
+from tests.faults.conftest import CONDITIONS, SCRIPT, SECRET, assessed, note_text
 from tests.faults.fault_server import FAILURES, KINDS, FaultServer, Plan
 
 NOTES = 24
@@ -117,12 +117,13 @@ def test_an_empty_answer_is_never_cached(medcoder, baseline, isolated_cache):
 
 def test_the_cache_keys_on_the_server(medcoder, isolated_cache):
     isolated_cache()
-    other = {"diagnoses": lambda user: {"diagnoses": ["Plan"], "evidence": ["Plan"]}}
+    # the same diagnosis and evidence, written in capitals
+    other = {"diagnoses": lambda user: {field: [item.upper() for item in items] for field, items in assessed(user).items()}}
     with FaultServer(script=SCRIPT) as first, FaultServer(script=other) as second:
         one = code_note(medcoder, note_text(2), lm_for(first, retries=0)).code_list
         two = code_note(medcoder, note_text(2), lm_for(second, retries=0))
     assert one and second.tally.requests > 0
-    assert two.trace[0].kept == ["Plan"], "the second server's own answer, not the first one's from the cache"
+    assert two.trace[0].kept == [CONDITIONS[2].upper()], "the second server's own answer, not the first one's from the cache"
 
 
 @pytest.mark.parametrize("kind", ["500", "empty"])
