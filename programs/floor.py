@@ -122,7 +122,9 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
     """Why an LM's `pick` for `query` gives way to the rules' choice `rule`, or None when it
     stands. A pick other than the rules' must name as much of the problem's defining words (in
     its description or index path: `described`) as the rules' choice does, up to `MIN_QUALITY`
-    (`LM_MIN_QUALITY` when the rules have none), and, given `block` (a code's block of categories), stay in the block of the
+    (`LM_MIN_QUALITY` when the rules have none), and at least one of them ('Bitemporal
+    hemianopia': H53.47 'Heteronymous bilateral field defects', whose index path names it, may
+    not become H53.11 'Day blindness'), and, given `block` (a code's block of categories), stay in the block of the
     rules' choice: a model refines the floor's choice (its specificity, a sibling, a cousin), it
     does not replace it with a guess ('Arthritis': M19.90 may not become A02.23 'Salmonella
     arthritis'), nor assert more the problem does not say than the rules' choice does (M19.90 may
@@ -140,7 +142,7 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
         return naming(query, described.get(code, ""), digits=True)
 
     bar = LM_MIN_QUALITY if rule is None else min(named(rule), MIN_QUALITY)
-    if named(pick) < bar:
+    if named(pick) < bar or not named(pick):
         return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
     if block is not None and rule is not None and block(pick) != block(rule):
         return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
