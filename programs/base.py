@@ -191,6 +191,21 @@ def not_a_problem(text: str, status: str) -> str | None:
     return None
 
 
+def as_problems(pairs: list[tuple[str, str]], trace: StageTrace) -> list[tuple[str, str, str, bool]]:
+    """(as the LM wrote it, as the rules read it, its companion, documented as past) for each of
+    an LM's (item, companion) pairs that the rules would code (`read_status`, `not_a_problem`);
+    the others are dropped in `trace`."""
+    read = []
+    for item, companion in pairs:
+        text, status = read_status(item)
+        if reason := not_a_problem(text, status):
+            trace.drop(item, reason)
+            trace.kept.remove(item)
+        else:
+            read.append((item, text, companion, status == "historical"))
+    return read
+
+
 def left_out(note: str, rules: list[tuple], spans: list[Span | None], read: list[tuple[str, str | Span]],
              trace: StageTrace) -> list[tuple]:
     """The rules' items whose problem (`spans`, one per item) the LM's (text, quote) pairs do

@@ -18,10 +18,10 @@ from icd_graph.records import SearchHit
 from programs.answers import Codes, OneOf
 from programs.base import (
     CodingProgram,
+    as_problems,
     has_model,
     left_out,
     listed_problems,
-    not_a_problem,
     read_status,
     run_stage,
     statement_missing,
@@ -147,7 +147,7 @@ class CodeLikeHumans(CodingProgram):
         without repeats. The rules' problems are the statements (the index navigation finds each
         one's main term among its words); with a model, the LM's statements given those
         problems (a statement the note does not hold, or that the rules would not code, is dropped;
-        the status the LM copies from the problems is read: `read_status`), and the rules'
+        read as the rules read a problem: `as_problems`), and the rules'
         problems the LM leaves out (`left_out`)."""
         kept, found = self.problems(note, trace)
         rules = [(problem_query(p, found), problem_query(p, found), p.span, p.assertion == "historical") for p in kept]
@@ -156,14 +156,7 @@ class CodeLikeHumans(CodingProgram):
             return rules
         pairs = self.read_pairs(self.extract, note, trace, ("statements", "lead_terms"), "statement",
                                 statement_missing(note, found), problems=listed_problems(found))
-        read = []
-        for statement, lead in pairs:
-            text, status = read_status(statement)
-            if reason := not_a_problem(text, status):
-                trace.drop(statement, reason)
-                trace.kept.remove(statement)
-                continue
-            read.append((text, read_status(lead)[0], text, status == "historical"))
+        read = [(text, read_status(lead)[0], text, past) for _, text, lead, past in as_problems(pairs, trace)]
         return read + left_out(note, rules, [p.span for p in kept], [(text, text) for text, *_ in read], trace)
 
     def look_up(self, statement: str, lead_term: str, trace: StageTrace) -> tuple[list[str], dict[str, str]]:

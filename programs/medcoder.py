@@ -15,14 +15,13 @@ import dspy
 from programs.answers import OneOf
 from programs.base import (
     CodingProgram,
+    as_problems,
     diagnosis_missing,
     has_model,
     left_out,
     listed_problems,
     naming_evidence,
-    not_a_problem,
     outside_sections,
-    read_status,
     run_stage,
 )
 from programs.concurrency import in_order
@@ -95,12 +94,7 @@ class MedCoder(CodingProgram):
         pairs = []
         read = self.read_pairs(self.extract, note, trace, ("diagnoses", "evidence"), "diagnosis", diagnosis_missing(note),
                                problems=listed_problems(found))
-        for listed, quote in read:
-            diagnosis, status = read_status(listed)
-            if reason := not_a_problem(diagnosis, status):
-                trace.drop(listed, reason)
-                trace.kept.remove(listed)
-                continue
+        for listed, diagnosis, quote, past in as_problems(read, trace):
             evidence = naming_evidence(note, diagnosis, quote)
             if evidence is None:
                 trace.drop(diagnosis, f"neither its evidence {quote!r} nor the note names it")
@@ -112,7 +106,7 @@ class MedCoder(CodingProgram):
                 continue
             if evidence != quote:
                 trace.log.append(f"evidence {quote!r} does not name {diagnosis!r}; the note's {diagnosis!r} is quoted instead")
-            pairs.append((diagnosis, evidence, status == "historical"))
+            pairs.append((diagnosis, evidence, past))
         return pairs + left_out(note, rules, [p.span for p in kept], [(d, evidence) for d, evidence, _ in pairs], trace)
 
     def pick(self, diagnosis: str, evidence: str | Span, options: dict[str, str], rule: Choice, trace: StageTrace,
