@@ -18,7 +18,7 @@ from programs.chunking import split_note
 from programs.concurrency import in_order
 from programs.decoding import CONSTRAINED, decoding
 from programs.extractor import EXTRACTOR, Problem, ProblemExtractor
-from programs.floor import MIN_QUALITY, certain, defining, keep_problem, words
+from programs.floor import MIN_QUALITY, as_written, certain, defining, keep_problem, words
 from programs.problem_rules import NOT_CODED, NOT_PROBLEM_LABELS
 from programs.guarantees import check_note
 from programs.lenient import lenient_parse
@@ -285,8 +285,7 @@ def nowhere_said(text: str, said: set[str]) -> str | None:
     missing = defining(text) - said
     if not missing:
         return None
-    written = dict.fromkeys(word for word in re.findall(r"[A-Za-z0-9]+", text) if words(word) & missing)
-    return f"the note nowhere says {' '.join(written)!r}"
+    return f"the note nowhere says {' '.join(as_written(text, missing))!r}"
 
 
 def run_stage(predictor: dspy.Predict, trace: StageTrace, narrow: Mapping[str, Narrowing] | None = None,

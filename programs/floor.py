@@ -142,7 +142,8 @@ def vetted(query: str, rule: str | None, pick: str | None, described: dict[str, 
         return naming(query, described.get(code, ""), digits=True)
 
     bar = LM_MIN_QUALITY if rule is None else min(named(rule), MIN_QUALITY)
-    if named(pick) < bar or not named(pick):
+    share = named(pick)
+    if share < bar or not share:
         return f"the LM's {pick} names too little of {query!r}; the rules' {rule or 'no code'} stands"
     if block is not None and rule is not None and block(pick) != block(rule):
         return f"the LM's {pick} leaves the block of the rules' {rule} ({block(rule)}); the rules' choice stands"
@@ -171,7 +172,12 @@ def paired_unsaid(note: str, description: str, asking: list[str]) -> list[str]:
     missing = added - words(note)
     if not added or len(missing) <= (1 - PAIRED_SAID) * len(added):
         return []
-    return list(dict.fromkeys(word for word in re.findall(r"[A-Za-z0-9]+", description) if words(word) & missing))
+    return as_written(description, missing)
+
+
+def as_written(text: str, stems: set[str]) -> list[str]:
+    """The words of `text` whose stems are among `stems`, as `text` writes them, once each."""
+    return list(dict.fromkeys(word for word in re.findall(r"[A-Za-z0-9]+", text) if words(word) & stems))
 
 
 def best_entry(statement: str, paths: list[str | None]) -> int:

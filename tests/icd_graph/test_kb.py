@@ -171,13 +171,19 @@ def test_shared_across_threads(kb):
     assert results == ["I10"] * 4
 
 
-def test_a_part_loading_holds_up_no_other_query(kb_path, monkeypatch):
-    """While the code hierarchy loads (0.4 s in a batch), a search of the loaded index and a
-    thread's first query answer at once: the first LM calls of a batch do not wait for it."""
+@pytest.fixture
+def held_hierarchy(monkeypatch) -> threading.Event:
+    """The code hierarchy's load waits until the event is set."""
     import icd_graph.kb as kb_module
 
     gate, real = threading.Event(), kb_module._Hierarchy
     monkeypatch.setattr(kb_module, "_Hierarchy", lambda cursor: gate.wait(30) and real(cursor))
+    return gate
+
+
+def test_a_part_loading_holds_up_no_other_query(kb_path, held_hierarchy):
+    """While the code hierarchy loads (0.4 s in a batch), a search of the loaded index and a
+    thread's first query answer at once: the first LM calls of a batch do not wait for it."""
     with KnowledgeBase(kb_path) as fresh:
         fresh.search("asthma", k=1)
         loading = fresh.preload(("hierarchy",))
@@ -187,27 +193,23 @@ def test_a_part_loading_holds_up_no_other_query(kb_path, monkeypatch):
         asking.start()
         asking.join(timeout=10)
         held = asking.is_alive()
-        gate.set()
+        held_hierarchy.set()
         loading.join()
         asking.join()
         assert not held and answers == ["I10", "E11.9"], "a query waited for the hierarchy to load"
         assert fresh._nodes is not None and fresh.expand("E11.9", "parent")[0].code == "E11"
 
 
-def test_closing_waits_for_a_part_loading_from_the_connection(kb_path, monkeypatch):
+def test_closing_waits_for_a_part_loading_from_the_connection(kb_path, held_hierarchy):
     """A command that fails fast (an unreachable model) closes the knowledge base while a part
     still loads: the close waits for it instead of closing a connection in use."""
-    import icd_graph.kb as kb_module
-
-    gate, real = threading.Event(), kb_module._Hierarchy
-    monkeypatch.setattr(kb_module, "_Hierarchy", lambda cursor: gate.wait(30) and real(cursor))
     fresh = KnowledgeBase(kb_path)
     loading = fresh.preload(("hierarchy",))
     closing = threading.Thread(target=fresh.close)
     closing.start()
     closing.join(timeout=1)
     waited = closing.is_alive()
-    gate.set()
+    held_hierarchy.set()
     loading.join()
     closing.join()
     assert waited and fresh._nodes is not None, "the connection closed under a loading part"
