@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from icd_graph.errors import IcdError
+from icd_graph.loading import loading
 
 if TYPE_CHECKING:
     from programs.read_ahead import ReadAhead
@@ -663,8 +664,9 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            from programs.batch import to_code
-            from programs.lm import ModelSpec
+            with loading():
+                from programs.batch import to_code
+                from programs.lm import ModelSpec
 
             if ahead is not None:
                 ahead.read([record.text for record in (to_code(loaded.records, output)[0] if output else loaded.records)])
@@ -716,18 +718,28 @@ def knowledge_base(db: Path | None):
     return KnowledgeBase(resolve_db(db))
 
 
+def load_coding(program_name: str, kb, spec, engine: str, batch: bool):
+    """(the program, its LM: None where Ray's actors make their own), loaded with the garbage
+    collector paused (icd_graph.loading); with threads, the knowledge base's parts it queries
+    then load in the background."""
+    with loading():
+        from programs.registry import load_program
+
+        program = load_program(program_name, kb)
+        lm = spec.make() if engine == "threads" or not spec.local else None
+    if engine == "threads":
+        program.preload(batch=batch)
+    return program, lm
+
+
 def run_program(program_name: str, kb, records, spec, output: Path | None, quiet: bool, *, engine: str, threads: int,
                 ray_address: str | None, workers: int | None):
     """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
     import tempfile
 
     from programs.batch import finished_ids
-    from programs.registry import load_program
 
-    program = load_program(program_name, kb)
-    lm = spec.make() if engine == "threads" or not spec.local else None
-    if engine == "threads":
-        program.preload(batch=True)
+    program, lm = load_coding(program_name, kb, spec, engine, batch=True)
     output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
     done = finished_ids(output)
     todo = sum(record.id not in done for record in records)
@@ -860,14 +872,12 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
 
             ahead.read([text] if text is not None else [record.text for record in to_code(records, output)[0]])
         with knowledge_base(db) as kb:
-            from programs.lm import ModelSpec
-            from programs.registry import default_program, load_program
+            with loading():
+                from programs.lm import ModelSpec
+                from programs.registry import default_program
 
-            program = load_program(program_name or default_program(model), kb)
             spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
-            lm = spec.make() if engine == "threads" or not spec.local else None
-            if engine == "threads":
-                program.preload(batch=text is None)
+            program, lm = load_coding(program_name or default_program(model), kb, spec, engine, batch=text is None)
             if text is not None:
                 predict_one(program, text, lm, threads, as_json, verbose)
             else:

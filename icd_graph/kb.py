@@ -20,6 +20,7 @@ from icd_graph.codes import normalize, undotted
 from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
 from icd_graph.grammar import CodeGrammar, code_grammar
 from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, TableRow, Validation
+from icd_graph.loading import loading
 from icd_graph.schema import SCHEMA_VERSION
 from icd_graph.vocabulary import tokenize
 
@@ -380,7 +381,8 @@ class KnowledgeBase:
             with self._loading[part]:
                 value = getattr(self, part)
                 if value is None:
-                    value = load()
+                    with loading():
+                        value = load()
                     setattr(self, part, value)
         return value
 

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
+from icd_graph.loading import loading
 from programs.problem_rules import (
     ASSERTIONS,
     CONTEXT_CUES,
@@ -135,7 +136,8 @@ class ProblemExtractor:
     def _pipeline(self):
         with self._lock:
             if self._nlp is None:
-                self._nlp, self._context = _load()
+                with loading():
+                    self._nlp, self._context = _load()
             return self._nlp, self._context
 
 

@@ -140,3 +140,23 @@ def test_a_note_read_twice_is_read_once():
     extractor.ahead = AnswersOnce()
     assert extractor(INPATIENT) == [] and extractor(INPATIENT) == []
     assert extractor.ahead.asked == 1
+
+
+def test_medspacy_loads_with_the_collector_paused(monkeypatch):
+    """Importing spaCy and medspaCy and building the pipeline (the start-up of a batch's read-ahead
+    process) runs with the collector paused (icd_graph.loading), and resumes it."""
+    import gc
+
+    import programs.extractor as extractor_module
+
+    seen, real = [], extractor_module._load
+    monkeypatch.setattr(extractor_module, "_load", lambda: seen.append(gc.isenabled()) or real())
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        extractor = ProblemExtractor()
+        assert extractor.load() and extractor(INPATIENT)
+        assert seen == [False] and gc.isenabled()
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
