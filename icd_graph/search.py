@@ -526,6 +526,7 @@ class Searcher:
             self.groups = groups = np.load(self.folder / "encounter_groups.npy")
             self.flags = np.load(self.folder / "flags.npy")
             self.unsided = np.load(self.folder / "unsided.npy")
+            self.unspecified = frozenset(np.flatnonzero(self.flags & UNSPECIFIED).tolist())
             self.references = {
                 frozenset(key.split()): [(key, reference)]
                 for key, reference in json.loads((self.folder / "references.json").read_text(encoding="utf-8")).items()
@@ -540,6 +541,7 @@ class Searcher:
             self.offsets = np.load(self.folder / "index_offsets.npy")
             self.targets = np.load(self.folder / "index_targets.npy")
             self.levels = np.load(self.folder / "index_levels.npy")
+            self.level_divisors = 1.0 + LEVEL_DISCOUNT * self.levels
             keys, self.nonessential = json.loads((self.folder / EXACT_FILE).read_text(encoding="utf-8"))
             self.exact = dict(zip(keys, range(len(keys))))
             self.exact_starts = np.load(self.folder / "exact_starts.npy")
@@ -738,25 +740,25 @@ class Searcher:
 
     def _tabular_ranked(self, scored: Scored) -> list[tuple[int, float, str]]:
         scores = scored.scores
+        docs = np.array(_top(scores, CANDIDATES), dtype=np.int64)
+        billable = self.billable[docs]
+        below = iter(self._best_of(docs[~billable] + 1, self.end[docs[~billable]], scored))
         ranked: dict[int, tuple[int, float, str]] = {}
-        for doc in _top(scores, CANDIDATES):
-            if self.billable[doc]:
-                members = [doc]
-            else:
-                members = self._best(np.arange(doc + 1, self.end[doc]), scored)
-            for member in members:
-                ranked.setdefault(member, (member, float(scores[doc]), ""))
+        for doc, score, alone in zip(docs.tolist(), scores[docs].tolist(), billable.tolist()):
+            for member in [doc] if alone else next(below):
+                ranked.setdefault(member, (member, score, ""))
         return list(ranked.values())
 
     def _index_ranked(self, tokens: list[str], scored: Scored) -> list[tuple[int, float, str]]:
         if self.index is None:
             return []
-        scores = _scores(self.index, tokens) / (1.0 + LEVEL_DISCOUNT * self.levels)
+        scores = _scores(self.index, tokens) / self.level_divisors
+        docs = np.array(_top(scores, CANDIDATES), dtype=np.int64)
+        bests = self._best_of(self.offsets[docs], self.offsets[docs + 1], scored, self.targets)
         ranked: dict[int, tuple[int, float, str]] = {}
-        for doc in _top(scores, CANDIDATES):
-            targets = self.targets[self.offsets[doc] : self.offsets[doc + 1]]
-            for member in self._best(targets, scored):
-                ranked.setdefault(member, (member, float(scores[doc]), self.paths[doc]))
+        for doc, score, best in zip(docs.tolist(), scores[docs].tolist(), bests):
+            for member in best:
+                ranked.setdefault(member, (member, score, self.paths[doc]))
         return list(ranked.values())
 
     def _additional_ranked(self, heads: list[int], scored: Scored) -> list[tuple[int, float, str]]:
@@ -786,15 +788,38 @@ class Searcher:
         sibling, and all preceded by at most EXPANSION siblings of an 'unspecified' one that match
         more query words (a coder's next steps: no side documented -> the unspecified side;
         'site unspecified' -> the site the query names)."""
-        best = self._ranked(positions[self.billable[positions]], scored.scores)
-        if not scored.sided:
-            best = list(dict.fromkeys(p for position in best for p in (int(self.unsided[position]), position) if p >= 0))
-        return self._site_first(best, scored)
+        return self._best_of(np.array([0]), np.array([len(positions)]), scored, positions)[0]
+
+    def _best_of(self, starts: np.ndarray, ends: np.ndarray, scored: Scored, within: np.ndarray | None = None) -> list[list[int]]:
+        """`_best` of each range of positions, `within[start:end]` (or start .. end - 1), ranked
+        together: one sort for a list's 50 candidates instead of 50."""
+        lengths = ends - starts
+        group = np.repeat(np.arange(len(starts)), lengths)
+        positions = _ranges(starts, lengths)
+        if within is not None:
+            positions = within[positions]
+        keep = self.billable[positions]
+        positions, group = positions[keep], group[keep]
+        order = np.lexsort((positions, self.depth[positions], -scored.scores[positions], group))
+        positions, group = positions[order], group[order]
+        top = np.arange(len(group)) - np.searchsorted(group, group) < EXPANSION
+        positions, group = positions[top], group[top]
+        bests: list[list[int]] = [[] for _ in starts]
+        if scored.sided:
+            for g, position in zip(group.tolist(), positions.tolist()):
+                bests[g].append(position)
+        else:
+            for g, position, unsided in zip(group.tolist(), positions.tolist(), self.unsided[positions].tolist()):
+                best = bests[g]
+                for p in (unsided, position):
+                    if p >= 0 and p not in best:
+                        best.append(p)
+        return [self._site_first(best, scored) if best else best for best in bests]
 
     def _site_first(self, best: list[int], scored: Scored) -> list[int]:
         """best, preceded by at most EXPANSION siblings of an 'unspecified' one that match more
         query words ('site unspecified' -> the site the query names)."""
-        unspecified = [p for p in best if self.flags[p] & UNSPECIFIED]
+        unspecified = [p for p in best if p in self.unspecified]
         if not unspecified or scored.words is None:
             return best
         parents = {int(self.parent[p]) for p in unspecified} - {-1}
@@ -854,15 +879,17 @@ class Searcher:
         for name, ranked in lists:
             for rank, (doc, _, _) in enumerate(ranked, start=1):
                 fused[doc] = fused.get(doc, 0.0) + weights[name] / (RRF_K + rank)
-        for doc in fused:
-            if contradicts(flags, int(self.flags[doc])):
+        docs = list(fused)
+        for doc, code_flags, unsided in zip(docs, self.flags[docs].tolist(), self.unsided[docs].tolist()):
+            if contradicts(flags, code_flags):
                 fused[doc] *= CONFLICT_DISCOUNT
-            elif self.unsided[doc] >= 0 and not flags & _SIDES:
+            elif unsided >= 0 and not flags & _SIDES:
                 fused[doc] *= SIDE_DISCOUNT
+        group_of = dict(zip(docs, self.groups[docs].tolist()))
         first, variants, groups = [], [], set()
         for doc in sorted(fused, key=lambda doc: (-fused[doc], doc)):
-            (variants if self.groups[doc] in groups else first).append(doc)
-            groups.add(self.groups[doc])
+            (variants if group_of[doc] in groups else first).append(doc)
+            groups.add(group_of[doc])
         return first + variants, fused
 
 
@@ -871,6 +898,11 @@ def _scores(retriever, tokens: list[str]) -> np.ndarray:
     if not known:
         return np.zeros(retriever.scores["num_docs"], dtype=np.float32)
     return retriever.get_scores(known)
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """start, start + 1, ... start + length - 1 of each range, one after the other."""
+    return np.arange(lengths.sum()) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
 
 
 def _top(scores: np.ndarray, n: int) -> list[int]:

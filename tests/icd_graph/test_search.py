@@ -279,3 +279,29 @@ def test_without_the_index_a_residual_other_category_ranks_after_the_condition_i
     assert tabular_only.search("Hyperlipidemia", k=1)[0].code == "E78.5"
     assert tabular_only.search("Obesity", k=1)[0].code == "E66.9"
     assert "E78.49" in [h.code for h in tabular_only.search("Other hyperlipidemia", k=3)]
+
+
+@pytest.mark.parametrize("query", ["fracture of femur", "otitis media", "diabetic foot ulcer", "pain in knee", "zzzz"])
+def test_the_candidates_of_a_list_ranked_together_keep_each_one_s_own_best(kb_path, query):
+    """`_best_of` ranks the 50 candidates of a list in one sort: each candidate's codes are those
+    it gives ranked alone, for sided and unsided queries, index terms (targets) and tabular
+    subtrees (ranges), empty candidates included."""
+    from icd_graph.search import CANDIDATES, EXPANSION, Scored, _scores, _top
+
+    searcher = Searcher(search_dir_for(kb_path))
+    searcher.load()
+    tokens = tokenize(query)
+    for sided in (False, True):
+        scored = Scored(searcher._tabular_scores(tokens), searcher._words(tokens), sided)
+        docs = np.array(_top(_scores(searcher.index, tokens), CANDIDATES) + [0], dtype=np.int64)
+        starts, ends = searcher.offsets[docs], searcher.offsets[docs + 1]
+        alone = [searcher._best_of(starts[i : i + 1], ends[i : i + 1], scored, searcher.targets)[0] for i in range(len(docs))]
+        assert searcher._best_of(starts, ends, scored, searcher.targets) == alone
+        nodes = np.array(_top(scored.scores, CANDIDATES) + [len(searcher.codes) - 1], dtype=np.int64)
+        alone = [searcher._best_of(nodes[i : i + 1] + 1, searcher.end[nodes[i : i + 1]], scored)[0] for i in range(len(nodes))]
+        assert searcher._best_of(nodes + 1, searcher.end[nodes], scored) == alone
+        assert query == "zzzz" or any(len(best) > 1 for best in alone)
+    for start, end, best in zip(nodes + 1, searcher.end[nodes], alone):  # sided: the range's EXPANSION best last
+        billable = [p for p in range(start, end) if searcher.billable[p]]
+        ranked = sorted(billable, key=lambda p: (-scored.scores[p], searcher.depth[p], p))[:EXPANSION]
+        assert best[len(best) - len(ranked):] == ranked
