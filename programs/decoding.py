@@ -19,6 +19,7 @@ embedded model the tokens where the grammar overrode the model.
 from __future__ import annotations
 
 import contextvars
+import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ SERVER_MODES = (LLAMA_CPP, VLLM)
 ANSWER_FORMAT = "coding_answer"
 CHAT_END = "[[ ## completed ## ]]"
 _CAPABILITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_READING = threading.Lock()
 
 
 def decoding_of(lm) -> str:
@@ -49,19 +51,23 @@ def decoding_of(lm) -> str:
         return mode
     if getattr(getattr(lm, "engine", None), "decodes_answer_schemas", False):
         return GRAMMAR
-    return _capabilities(lm)[0]
+    return model_capabilities(lm)[0]
 
 
-def _capabilities(lm) -> tuple[str, frozenset[str]]:
+def model_capabilities(lm) -> tuple[str, frozenset[str]]:
     """(`json-schema` or `off`, the request parameters it takes) as DSPy's table of models
     reports them for `lm`, read once per LM (an LM that cannot be a dictionary key, every
     call): a model the table does not name is looked for entry by entry, about 2 ms of lock-
-    holding time each time, twice a call."""
+    holding time each time, twice a call. The first reading also loads the table (about 30
+    ms): the first calls of a batch, made at once, wait for one reading instead of each
+    making its own."""
     try:
         return _CAPABILITIES[lm]
     except KeyError:
-        known = _CAPABILITIES[lm] = _read_capabilities(lm)
-        return known
+        with _READING:
+            if lm not in _CAPABILITIES:
+                _CAPABILITIES[lm] = _read_capabilities(lm)
+            return _CAPABILITIES[lm]
     except TypeError:
         return _read_capabilities(lm)
 
@@ -151,7 +157,7 @@ def decoding(predictor: dspy.Predict, narrowed: Mapping[str, Narrowing] | None) 
     config: dict = {}
     if mode in CONSTRAINED:
         settings["adapter"] = ConstrainedAdapter(answer_schema(predictor.signature, narrowed), mode)
-    elif lm is not None and "stop" in _capabilities(lm)[1]:
+    elif lm is not None and "stop" in model_capabilities(lm)[1]:
         stop = lm.kwargs.get("stop") or []
         config["stop"] = [*([stop] if isinstance(stop, str) else stop), CHAT_END]
     token = _current.set(decoded)

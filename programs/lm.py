@@ -32,7 +32,7 @@ from dspy.utils.exceptions import (  # noqa: E402
     LMUnexpectedError,
 )
 
-from programs.decoding import AUTO, GRAMMAR, MODES, OFF, SERVER_MODES  # noqa: E402
+from programs.decoding import AUTO, GRAMMAR, MODES, OFF, SERVER_MODES, model_capabilities  # noqa: E402
 from programs.errors import ModelError, NoteError  # noqa: E402
 
 LOCAL = "local"
@@ -98,6 +98,7 @@ def make_lm(
         **extra,
     )
     lm.decoding = decoding
+    model_capabilities(lm)  # read now, while a batch waits for its first notes' problems, not by its first calls
     return lm
 
 

@@ -157,3 +157,34 @@ def test_each_lm_reads_the_table_of_models_once_and_an_unhashable_one_every_call
 def test_which_decodings_go_with_which_models(model, api_base, decoding, problem):
     found = decoding_problem(model, api_base, decoding)
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_a_model_s_capabilities_are_read_once_when_it_is_made(monkeypatch):
+    """DSPy's table of models is read for a model when it is made (about 30 ms at a process's
+    first), not by a batch's first calls, which are made at once: before, each of them read it."""
+    import threading
+    import time
+
+    import programs.decoding as decoding_module
+
+    readings, real = [], decoding_module._read_capabilities
+
+    def slow(lm):
+        readings.append(lm)
+        time.sleep(0.05)
+        return real(lm)
+
+    monkeypatch.setattr(decoding_module, "_read_capabilities", slow)
+    made = make_lm("hosted_vllm/scripted", "http://127.0.0.1:9/v1", cache=False, num_retries=0)
+    assert readings == [made]
+    assert decoding_of(made) == "off" and readings == [made]
+
+    fresh = dspy.LM("openai/gpt-4o-mini", cache=False)
+    answers: list = []
+    calls = [threading.Thread(target=lambda: answers.append(decoding_module.model_capabilities(fresh))) for _ in range(8)]
+    for call in calls:
+        call.start()
+    for call in calls:
+        call.join()
+    assert readings == [made, fresh] and len(answers) == 8 and len(set(answers)) == 1
+    assert answers[0][0] == "json-schema"
