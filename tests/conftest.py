@@ -4,6 +4,7 @@ knowledge base built per test session."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ os.environ.setdefault("ACI_BENCH_DIR", str(SHARED / "aci-bench" / "challenge_dat
 os.environ.setdefault("MDACE_DIR", str(SHARED / "mdace"))
 os.environ.setdefault("LABELS_DIR", str(SHARED / "labels"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# The fault tests interrupt commands with SIGINT. A test run started in the background of a shell
+# without job control (`pytest &` in a script) ignores SIGINT, and so would every command it
+# starts, which then runs on past its Ctrl-C: a handler here gives them the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
