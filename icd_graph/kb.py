@@ -19,8 +19,8 @@ from icd_graph import graph
 from icd_graph.codes import normalize, undotted
 from icd_graph.errors import DatabaseMissing, IcdError, MalformedCode, UnknownCode
 from icd_graph.grammar import CodeGrammar, code_grammar
-from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, TableRow, Validation
 from icd_graph.loading import loading
+from icd_graph.records import CodeInfo, IndexEntry, Note, Release, SearchHit, TableRow, Validation
 from icd_graph.schema import SCHEMA_VERSION
 from icd_graph.vocabulary import tokenize
 

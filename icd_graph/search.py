@@ -742,7 +742,8 @@ class Searcher:
         scores = scored.scores
         docs = np.array(_top(scores, CANDIDATES), dtype=np.int64)
         billable = self.billable[docs]
-        below = iter(self._best_of(docs[~billable] + 1, self.end[docs[~billable]], scored))
+        categories = docs[~billable]
+        below = iter(self._best_of(categories + 1, self.end[categories], scored))
         ranked: dict[int, tuple[int, float, str]] = {}
         for doc, score, alone in zip(docs.tolist(), scores[docs].tolist(), billable.tolist()):
             for member in [doc] if alone else next(below):
@@ -799,11 +800,7 @@ class Searcher:
         if within is not None:
             positions = within[positions]
         keep = self.billable[positions]
-        positions, group = positions[keep], group[keep]
-        order = np.lexsort((positions, self.depth[positions], -scored.scores[positions], group))
-        positions, group = positions[order], group[order]
-        top = np.arange(len(group)) - np.searchsorted(group, group) < EXPANSION
-        positions, group = positions[top], group[top]
+        positions, group = self._ranked_in(positions[keep], group[keep], scored.scores)
         bests: list[list[int]] = [[] for _ in starts]
         if scored.sided:
             for g, position in zip(group.tolist(), positions.tolist()):
@@ -814,7 +811,7 @@ class Searcher:
                 for p in (unsided, position):
                     if p >= 0 and p not in best:
                         best.append(p)
-        return [self._site_first(best, scored) if best else best for best in bests]
+        return [self._site_first(best, scored) for best in bests]
 
     def _site_first(self, best: list[int], scored: Scored) -> list[int]:
         """best, preceded by at most EXPANSION siblings of an 'unspecified' one that match more
@@ -831,8 +828,15 @@ class Searcher:
         return [p for p in self._ranked(better, scored.scores) if p not in best] + best
 
     def _ranked(self, positions: np.ndarray, scores: np.ndarray) -> list[int]:
-        order = np.lexsort((positions, self.depth[positions], -scores[positions]))
-        return positions[order[:EXPANSION]].tolist()
+        return self._ranked_in(positions, np.zeros(len(positions), dtype=np.int64), scores)[0].tolist()
+
+    def _ranked_in(self, positions: np.ndarray, group: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, group) of the EXPANSION best positions of each group (best score, then
+        shallower, then first), group by group."""
+        order = np.lexsort((positions, self.depth[positions], -scores[positions], group))
+        positions, group = positions[order], group[order]
+        top = np.arange(len(group)) - np.searchsorted(group, group) < EXPANSION
+        return positions[top], group[top]
 
     def _words(self, tokens: list[str]) -> np.ndarray | None:
         """Per node, how many query words its best-matching description or inclusion term holds
