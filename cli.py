@@ -665,7 +665,7 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
             print_load_report(loaded)
         if program_name is not None:
             with loading():
-                from programs.batch import to_code
+                from programs.predictions import to_code
                 from programs.lm import ModelSpec
 
             if ahead is not None:
@@ -737,7 +737,7 @@ def run_program(program_name: str, kb, records, spec, output: Path | None, quiet
     """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
     import tempfile
 
-    from programs.batch import finished_ids
+    from programs.predictions import finished_ids
 
     program, lm = load_coding(program_name, kb, spec, engine, batch=True)
     output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
@@ -868,7 +868,7 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
         records = batch_records(input_spec, output) if input_spec is not None else None
         text = read_note_arg(note) if note is not None else None
         if ahead is not None:
-            from programs.batch import to_code
+            from programs.predictions import to_code
 
             ahead.read([text] if text is not None else [record.text for record in to_code(records, output)[0]])
         with knowledge_base(db) as kb:

@@ -29,9 +29,9 @@ from typing import Any
 from data.records import NoteRecord
 from icd_graph.errors import IcdError
 from programs.base import CodingProgram
-from programs.batch import Appender, BatchSummary, Outcome, to_code
 from programs.errors import BatchError
 from programs.lm import ModelSpec
+from programs.predictions import Appender, BatchSummary, Outcome, to_code
 
 INSTALL = "pip install -e '.[ray]'"
 PACKAGES = ("icd_graph", "programs", "signatures", "data")

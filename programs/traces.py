@@ -27,10 +27,11 @@ from data.records import NoteRecord
 from icd_graph.tools import RecordingKnowledgeBase
 from optimizers.metrics import code_f1
 from programs.base import CodingProgram
-from programs.batch import BatchSummary, code_note, finished_ids
+from programs.batch import code_note
 from programs.concurrency import Feed
 from programs.errors import NoteError
 from programs.lm import spent
+from programs.predictions import BatchSummary, finished_ids
 
 PROGRAM_SYSTEM = (
     "You are the {program} ICD-10-CM coding program (stages: {stages}). Each stage gives its instructions and "

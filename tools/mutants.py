@@ -65,9 +65,11 @@ TARGETS = (
     Target("floor rules", "programs/floor.py",
            ("keep_problem", "problem_query", "words", "quality", "defining", "naming", "vetted", "unsaid", "best_entry", "choose"),
            ("tests/programs/test_floor.py",)),
-    Target("batch writer", "programs/batch.py", ("code_note", "code_record", "BatchSummary.record", "BatchSummary.finish", "BatchSummary.add_usage",
-            "finished_ids", "to_code", "Appender.write", "run_batch"),
-           ("tests/programs/test_batch_files.py", "tests/programs/test_batch.py", "tests/programs/test_concurrency.py")),
+    Target("batch writer", "programs/batch.py", ("code_note", "code_record", "run_batch"),
+           ("tests/programs/test_batch.py", "tests/programs/test_concurrency.py")),
+    Target("predictions file", "programs/predictions.py", ("BatchSummary.record", "BatchSummary.finish", "BatchSummary.add_usage",
+            "finished_ids", "to_code", "Appender.write", "code_batch"),
+           ("tests/programs/test_predictions.py", "tests/programs/test_batch.py", "tests/service/test_client.py")),
 )
 
 
@@ -108,7 +110,6 @@ PLANTED = (
 # Surviving mutants that cannot change a result, keyed by target and mutant description.
 CANCEL = ("saves the LM calls of notes not yet started once the model has failed; a worker may already have "
           "started the next note, which is then saved, so no test can tell")
-LATER = "the other finished notes stay pending, and the next wait returns them at once"
 FIRST_NODE = "node 0 is the first chapter, whose own parent is -1: its children's grandparent is -1 either way"
 PERCENTILE = "another nearest-rank convention: the percentile moves by one of 1,000 or more sorted resamples"
 EQUIVALENT: dict[tuple[str, str], str] = {
@@ -122,18 +123,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("expansions", "_Hierarchy.expand (line +17): `parent >= 0` -> `parent > 0`"): FIRST_NODE,
     ("expansions", "_Hierarchy.expand (line +17): `0` -> `1`"): FIRST_NODE,
     ("floor rules", "choose (line +13): `2` -> `3`"): "ranks are unique, so a third item never breaks a tie",
-    ("batch writer", "run_batch (line +40): delete `budget.close()`"):
+    ("batch writer", "run_batch (line +23): delete `budget.close()`"):
         "the stage helpers also end when the budget is collected (ThreadPoolExecutor's workers hold it weakly); "
         "close() only ends them at once",
     ("batch writer", "code_record (line +9): `False` -> `True`"):
         "ensure_ascii only escapes non-ASCII characters: every JSON reader reads the same line",
-    ("batch writer", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):
+    ("predictions file", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):
         "json.loads(line)['id'] raises nothing else",
-    ("batch writer", "Appender.write (line +6): delete `os.fsync(self._handle.fileno())`"):
+    ("predictions file", "Appender.write (line +6): delete `os.fsync(self._handle.fileno())`"):
         "durability against a machine crash (a reader already sees the flushed line); no test can crash the machine",
-    ("batch writer", "run_batch (line +28): `continue` -> `break`"): LATER,
-    ("batch writer", "run_batch (line +33): delete `other.cancel()`"): CANCEL,
-    ("batch writer", "run_batch (line +38): delete `future.cancel()`"): CANCEL,
 }
 
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from programs.batch import finished_ids
 from programs.errors import BatchError
+from programs.predictions import finished_ids
 
 
 def lines(*ids):
