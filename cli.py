@@ -166,6 +166,12 @@ def check_api_base(ctx, param, value: str | None) -> str | None:
     return value
 
 
+def check_server(ctx, param, value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{value!r} is not a URL: give the http://HOST:PORT/ that `serve` printed", ctx, param)
+    return value
+
+
 def check_decoding(model: str, api_base: str | None, decoding: str) -> None:
     """A --decoding that does not go with the model is a usage error."""
     from programs.lm import decoding_problem
@@ -718,17 +724,19 @@ def knowledge_base(db: Path | None):
     return KnowledgeBase(resolve_db(db))
 
 
-def load_coding(program_name: str, kb, spec, engine: str, batch: bool):
+def load_coding(program_name: str, kb, spec, engine: str, batch: bool, wait: bool = False):
     """(the program, its LM: None where Ray's actors make their own), loaded with the garbage
     collector paused (icd_graph.loading); with threads, the knowledge base's parts it queries
-    then load in the background."""
+    then load in the background, or before this returns if `wait`."""
     with loading():
         from programs.registry import load_program
 
         program = load_program(program_name, kb)
         lm = spec.make() if engine == "threads" or not spec.local else None
     if engine == "threads":
-        program.preload(batch=batch)
+        for part in program.preload(batch=batch):
+            if wait:
+                part.join()
     return program, lm
 
 
@@ -848,11 +856,14 @@ def retrieval_eval(
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Batch output JSONL; a rerun skips notes already in it.")
 @engine_options("--input")
+@click.option("--server", default=None, callback=check_server,
+              help="Code with the coding service at this URL (what `cli.py serve` prints): the program, model, "
+              "threads and knowledge base are the service's; --timeout is the wait for one note.")
 @click.option("--verbose", "-v", is_flag=True, help="With NOTE: every stage's dropped items with the reasons and its log.")
 @db_option
 @json_option
 def predict(note, program_name, model, api_base, api_key, timeout, retries, decoding, input_spec, output, threads, engine,
-            ray_address, workers, verbose, db, as_json) -> None:
+            ray_address, workers, server, verbose, db, as_json) -> None:
     """Code NOTE (a text file, or - for stdin) or a batch of notes (--input, --output)."""
     from programs.errors import BatchError
 
@@ -863,6 +874,10 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
         raise BatchError("--input needs --output PATH.jsonl for the predictions")
     if note is not None and output is not None:
         raise BatchError("--output goes with --input (a batch of notes); the codes of NOTE are printed")
+    if server is not None:
+        check_service_options()
+        predict_with_service(server, note, input_spec, output, timeout, verbose, as_json)
+        return
     with read_ahead(engine) as ahead:
         check_decoding(model, api_base, decoding)
         records = batch_records(input_spec, output) if input_spec is not None else None
@@ -879,10 +894,42 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
             spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
             program, lm = load_coding(program_name or default_program(model), kb, spec, engine, batch=text is None)
             if text is not None:
-                predict_one(program, text, lm, threads, as_json, verbose)
+                print_result(code_one(program, text, lm, threads), as_json, verbose)
             else:
-                predict_batch(program, input_spec, records, output, spec, lm, as_json,
-                              engine=engine, threads=threads, ray_address=ray_address, workers=workers)
+                predict_batch(input_spec, records, as_json, lambda on_note: run_notes(
+                    program, records, output, spec, lm, engine, threads, ray_address, workers, on_note))
+
+
+SERVICE_OPTIONS = ("program_name", "model", "api_base", "api_key", "retries", "decoding", "threads", "engine",
+                   "ray_address", "workers", "db")
+
+
+def check_service_options() -> None:
+    """With --server, the options that choose how notes are coded are the service's."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = [param.opts[0] for param in ctx.command.params if param.name in SERVICE_OPTIONS
+             and ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} cannot go with --server: the coding service codes with the program, "
+                               "model, threads and knowledge base it was started with")
+
+
+def predict_with_service(server: str, note: str | None, input_spec: str | None, output: Path | None, timeout: float,
+                         verbose: bool, as_json: bool) -> None:
+    """predict's NOTE or batch, coded by the service at `server` (service.client)."""
+    from programs.result import CodingResult
+    from service.client import code_batch_remote, code_note, connect
+
+    service = connect(server)
+    if note is not None:
+        text = read_note_arg(note)
+        print_result(CodingResult.from_dict(code_note(service, text, timeout=timeout)["result"]), as_json, verbose)
+        return
+    records = batch_records(input_spec, output)
+    predict_batch(input_spec, records, as_json,
+                  lambda on_note: code_batch_remote(service, records, output, timeout=timeout, on_note=on_note))
 
 
 def batch_records(input_spec: str, output: Path):
@@ -916,15 +963,18 @@ def read_note_arg(note: str) -> str:
         raise NoteError(f"cannot read note {note}: {exc.strerror or exc}") from None
 
 
-def predict_one(program, text: str, lm, threads: int, as_json: bool, verbose: bool = False) -> None:
+def code_one(program, text: str, lm, threads: int):
     from programs.batch import code_note
     from programs.concurrency import Budget
 
     budget = Budget(threads)
     try:
-        result = code_note(program, text, lm, budget)
+        return code_note(program, text, lm, budget)
     finally:
         budget.close()
+
+
+def print_result(result, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         print_json({"codes": result.code_list, "result": result.to_dict()})
         return
@@ -947,8 +997,8 @@ def predict_one(program, text: str, lm, threads: int, as_json: bool, verbose: bo
     print_usage(result.usage, None)
 
 
-def predict_batch(program, input_spec: str, records, output: Path, spec, lm, as_json: bool, *, engine: str, threads: int,
-                  ray_address: str | None, workers: int | None) -> None:
+def predict_batch(input_spec: str, records, as_json: bool, code) -> None:
+    """Prints what `code(on_note)` (a run over `records`) did, a progress bar while it runs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from programs.errors import BatchError
@@ -959,8 +1009,7 @@ def predict_batch(program, input_spec: str, records, output: Path, spec, lm, as_
     ) as bar:
         task = bar.add_task("Coding", total=len(records))
         bar.update(task, completed=0)
-        summary = run_notes(program, records, output, spec, lm, engine, threads, ray_address, workers,
-                            lambda note_id: bar.advance(task))
+        summary = code(lambda note_id: bar.advance(task))
     payload = {
         "output": str(summary.output), "written": summary.written, "skipped": summary.skipped,
         "failed": [{"id": i, "error": e} for i, e in summary.failed], "usage": summary.usage, "cost": summary.cost,
@@ -991,6 +1040,59 @@ def print_usage(usage: dict, cost: float | None) -> None:
     if cost:
         console.print(f"[dim]cost: ${cost:.4f}[/]", highlight=False)
 
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option("--program", "program_name", default=None,
+              help="medcoder | clh | verify | a compiled .json (default: as for predict).")
+@lm_options("none", "'none' (the coding rules alone, no LM), 'local' (embedded), 'local:/path.gguf', or a "
+            "LiteLLM model string (openai/..., anthropic/..., ollama_chat/..., hosted_vllm/...).")
+@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Threads at work at once over all the notes sent, coding notes or the independent stage calls of one.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True, help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. Anything but loopback lets others on the network send notes (there is no login).")
+@db_option
+def serve_command(program_name, model, api_base, api_key, timeout, retries, decoding, threads, port, host, db) -> None:
+    """Keep a program, its model and the knowledge base loaded, and code the notes sent over HTTP:
+    POST /v1/code {"text": NOTE} answers the note's line as predict --output writes it, and
+    `predict --server URL` codes a note or a batch with it. Ctrl-C stops."""
+    from service.errors import ServiceError
+
+    try:
+        from programs.concurrency import Budget
+        from service.app import Coder, create_app
+        from service.serving import is_loopback, request_log, run
+    except ImportError as exc:
+        raise ServiceError(f"the coding service needs its extra ({exc.name} is missing): pip install -e '.[serve]'") from None
+    check_decoding(model, api_base, decoding)
+    with knowledge_base(db) as kb:
+        with loading():
+            from programs.lm import ModelSpec
+            from programs.registry import default_program
+
+        spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
+        program, lm = load_coding(program_name or default_program(model), kb, spec, "threads", batch=True, wait=True)
+        coder = Coder(program, lm, model, Budget(threads))
+        if not is_loopback(host):
+            err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address can have "
+                              "notes coded with your model (there is no login)", highlight=False)
+        served: list[str] = []
+
+        def ready(url: str) -> None:
+            served.append(url)
+            console.print(f"Coding with {program.name} ({model}, {threads} threads) at [bold]{url}[/]: POST /v1/code "
+                          f"{{\"text\": NOTE}}, or predict --server {url}. Ctrl-C stops.", highlight=False, soft_wrap=True)
+
+        try:
+            run(lambda hosts: create_app(coder, allowed_hosts=hosts, log=request_log("service")), host, port, on_ready=ready)
+        finally:
+            coder.budget.close()
+            if served:
+                err_console.print(f"Stopped: {coder.coded} notes coded", highlight=False)
 
 
 # --- compile and compare ------------------------------------------------------------------
@@ -1295,8 +1397,9 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
     try:
         from review.codes import CodeBook
         from review.predictions import read_predictions
-        from review.server import is_loopback, serve
+        from review.server import serve
         from review.store import ReviewStore
+        from service.serving import is_loopback
     except ImportError as exc:
         raise ReviewError(f"the review app needs its extra ({exc.name} is missing): pip install -e '.[review]'") from None
     check_output(out, "--out")
