@@ -1065,7 +1065,7 @@ def serve_command(program_name, model, api_base, api_key, timeout, retries, deco
     try:
         from programs.concurrency import Budget
         from service.app import Coder, create_app
-        from service.serving import is_loopback, request_log, run
+        from service.serving import request_log
     except ImportError as exc:
         raise ServiceError(f"the coding service needs its extra ({exc.name} is missing): pip install -e '.[serve]'") from None
     check_decoding(model, api_base, decoding)
@@ -1077,22 +1077,14 @@ def serve_command(program_name, model, api_base, api_key, timeout, retries, deco
         spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
         program, lm = load_coding(program_name or default_program(model), kb, spec, "threads", batch=True, wait=True)
         coder = Coder(program, lm, model, Budget(threads))
-        if not is_loopback(host):
-            err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address can have "
-                              "notes coded with your model (there is no login)", highlight=False)
-        served: list[str] = []
-
-        def ready(url: str) -> None:
-            served.append(url)
-            console.print(f"Coding with {program.name} ({model}, {threads} threads) at [bold]{url}[/]: POST /v1/code "
-                          f"{{\"text\": NOTE}}, or predict --server {url}. Ctrl-C stops.", highlight=False, soft_wrap=True)
-
         try:
-            run(lambda hosts: create_app(coder, allowed_hosts=hosts, log=request_log("service")), host, port, on_ready=ready)
+            serve_app(lambda hosts: create_app(coder, allowed_hosts=hosts, log=request_log("service")), host, port,
+                      exposes="can have notes coded with your model",
+                      ready=lambda url: f"Coding with {program.name} ({model}, {threads} threads) at [bold]{url}[/]: "
+                      f"POST /v1/code {{\"text\": NOTE}}, or predict --server {url}. Ctrl-C stops.",
+                      stopped=lambda: f"Stopped: {coder.coded} notes coded")
         finally:
             coder.budget.close()
-            if served:
-                err_console.print(f"Stopped: {coder.coded} notes coded", highlight=False)
 
 
 # --- compile and compare ------------------------------------------------------------------
@@ -1397,9 +1389,9 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
     try:
         from review.codes import CodeBook
         from review.predictions import read_predictions
-        from review.server import serve
+        from review.app import create_app
         from review.store import ReviewStore
-        from service.serving import is_loopback
+        from service.serving import request_log
     except ImportError as exc:
         raise ReviewError(f"the review app needs its extra ({exc.name} is missing): pip install -e '.[review]'") from None
     check_output(out, "--out")
@@ -1420,22 +1412,34 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
                               f"{', '.join(unknown[:10])}", highlight=False)
         store = ReviewStore(loaded.records, predicted, out, CodeBook(kb), reviewer)
         reviewed, total = store.progress()
-        if not is_loopback(host):
-            err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address can read "
-                              "the notes and change decisions (there is no login)", highlight=False)
+        store.codes.warm()
+        serve_app(lambda hosts: create_app(store, allowed_hosts=hosts, log=request_log("review")), host, port,
+                  exposes="can read the notes and change decisions",
+                  ready=lambda url: f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; decisions saved to "
+                  f"{out}). Ctrl-C stops.",
+                  stopped=lambda: f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}")
 
-        served: list[str] = []
 
-        def ready(url: str) -> None:
-            served.append(url)
-            console.print(f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; decisions saved to {out}). "
-                          "Ctrl-C stops.", highlight=False, soft_wrap=True)
+def serve_app(make_app, host: str, port: int, *, exposes: str, ready, stopped) -> None:
+    """Serves `make_app(allowed_hosts)` (service.serving.run) until Ctrl-C: a warning first when
+    `host` is not loopback (anyone who can reach it `exposes`), the line `ready(url)` once it
+    listens, the line `stopped()` once it has stopped."""
+    from service.serving import is_loopback, run
 
-        try:
-            serve(store, host, port, on_ready=ready)
-        finally:
-            if served:
-                err_console.print(f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}", highlight=False)
+    if not is_loopback(host):
+        err_console.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this address {exposes} "
+                          "(there is no login)", highlight=False)
+    served: list[str] = []
+
+    def listening(url: str) -> None:
+        served.append(url)
+        console.print(ready(url), highlight=False, soft_wrap=True)
+
+    try:
+        run(make_app, host, port, on_ready=listening)
+    finally:
+        if served:
+            err_console.print(stopped(), highlight=False)
 
 
 def run_and_exit() -> None:
