@@ -670,13 +670,11 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         if not as_json:
             print_load_report(loaded)
         if program_name is not None:
-            with loading():
-                from programs.predictions import to_code
-                from programs.lm import ModelSpec
+            from programs.predictions import to_code
 
             if ahead is not None:
                 ahead.read([record.text for record in (to_code(loaded.records, output)[0] if output else loaded.records)])
-            spec = ModelSpec(model or "none", api_base, api_key, timeout, retries, decoding)
+            spec = model_spec(model or "none", api_base, api_key, timeout, retries, decoding)
             run = run_program(program_name, validator, loaded.records, spec, output, as_json,
                               engine=engine, threads=threads, ray_address=ray_address, workers=workers)
             if run.failed and not (run.written or run.skipped):
@@ -724,14 +722,23 @@ def knowledge_base(db: Path | None):
     return KnowledgeBase(resolve_db(db))
 
 
-def load_coding(program_name: str, kb, spec, engine: str, batch: bool, wait: bool = False):
-    """(the program, its LM: None where Ray's actors make their own), loaded with the garbage
-    collector paused (icd_graph.loading); with threads, the knowledge base's parts it queries
-    then load in the background, or before this returns if `wait`."""
+def model_spec(model: str, api_base: str | None, api_key: str | None, timeout: float, retries: int, decoding: str):
+    """The programs.lm.ModelSpec of --model and its options; DSPy is imported with the garbage
+    collector paused (icd_graph.loading)."""
     with loading():
-        from programs.registry import load_program
+        from programs.lm import ModelSpec
 
-        program = load_program(program_name, kb)
+    return ModelSpec(model, api_base, api_key, timeout, retries, decoding)
+
+
+def load_coding(program_name: str | None, kb, spec, engine: str, batch: bool, wait: bool = False):
+    """(the program, default: the model's, and its LM: None where Ray's actors make their own),
+    loaded with the garbage collector paused (icd_graph.loading); with threads, the knowledge
+    base's parts it queries then load in the background, or before this returns if `wait`."""
+    with loading():
+        from programs.registry import default_program, load_program
+
+        program = load_program(program_name or default_program(spec.model), kb)
         lm = spec.make() if engine == "threads" or not spec.local else None
     if engine == "threads":
         for part in program.preload(batch=batch):
@@ -887,12 +894,8 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
 
             ahead.read([text] if text is not None else [record.text for record in to_code(records, output)[0]])
         with knowledge_base(db) as kb:
-            with loading():
-                from programs.lm import ModelSpec
-                from programs.registry import default_program
-
-            spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
-            program, lm = load_coding(program_name or default_program(model), kb, spec, engine, batch=text is None)
+            spec = model_spec(model, api_base, api_key, timeout, retries, decoding)
+            program, lm = load_coding(program_name, kb, spec, engine, batch=text is None)
             if text is not None:
                 print_result(code_one(program, text, lm, threads), as_json, verbose)
             else:
@@ -1070,12 +1073,8 @@ def serve_command(program_name, model, api_base, api_key, timeout, retries, deco
         raise ServiceError(f"the coding service needs its extra ({exc.name} is missing): pip install -e '.[serve]'") from None
     check_decoding(model, api_base, decoding)
     with knowledge_base(db) as kb:
-        with loading():
-            from programs.lm import ModelSpec
-            from programs.registry import default_program
-
-        spec = ModelSpec(model, api_base, api_key, timeout, retries, decoding)
-        program, lm = load_coding(program_name or default_program(model), kb, spec, "threads", batch=True, wait=True)
+        spec = model_spec(model, api_base, api_key, timeout, retries, decoding)
+        program, lm = load_coding(program_name, kb, spec, "threads", batch=True, wait=True)
         coder = Coder(program, lm, model, Budget(threads))
         try:
             serve_app(lambda hosts: create_app(coder, allowed_hosts=hosts, log=request_log("service")), host, port,

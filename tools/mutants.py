@@ -69,7 +69,7 @@ TARGETS = (
            ("tests/programs/test_batch.py", "tests/programs/test_concurrency.py")),
     Target("predictions file", "programs/predictions.py", ("BatchSummary.record", "BatchSummary.finish", "BatchSummary.add_usage",
             "finished_ids", "to_code", "Appender.write", "code_batch"),
-           ("tests/programs/test_predictions.py", "tests/programs/test_batch.py", "tests/service/test_client.py")),
+           ("tests/programs/test_predictions.py", "tests/programs/test_batch.py", "tests/programs/test_concurrency.py")),
 )
 
 
