@@ -913,7 +913,7 @@ def check_service_options() -> None:
 
     ctx = click.get_current_context()
     given = [param.opts[0] for param in ctx.command.params if param.name in SERVICE_OPTIONS
-             and ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+             and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE]
     if given:
         raise click.UsageError(f"{', '.join(given)} cannot go with --server: the coding service codes with the program, "
                                "model, threads and knowledge base it was started with")

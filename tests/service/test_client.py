@@ -104,6 +104,12 @@ def test_options_of_the_service_do_not_go_with_server(option, notes, tmp_path):
     assert f"{option[0]} cannot go with --server" in done.stderr or "--engine ray" in done.stderr
 
 
+def test_an_api_key_in_the_environment_is_the_service_s_own_business(rules_service, notes, tmp_path):
+    done = run("predict", "--input", notes, "--output", tmp_path / "out.jsonl", "--server", rules_service[1],
+               env={**os.environ, "ICD_API_KEY": "sk-for-another-model"})
+    assert done.returncode == 0, done.stderr
+
+
 def test_no_service_at_the_address_is_one_line_and_writes_nothing(notes, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
