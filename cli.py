@@ -635,26 +635,32 @@ def data_traces(dataset: str, program_name: str | None, from_gold: bool, out: Pa
 @lm_options(None, "With --program: 'none' (default: the coding rules alone), 'local' (embedded), 'local:/path.gguf', "
             "or a LiteLLM model string.")
 @engine_options("--program")
+@click.option("--server", default=None, callback=check_server,
+              help="Code the dataset with the coding service at this URL (what `cli.py serve` prints), then score it.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="With --program: predictions JSONL; a rerun with the same file resumes (default: a new file in the temp dir).")
+              help="With --program or --server: predictions JSONL; a rerun with the same file resumes (default: a new "
+              "file in the temp dir).")
 @dataset_options
 @db_option
 @json_option
 def evaluate_command(dataset: str, predictions: Path | None, program_name: str | None, model: str | None, api_base: str | None,
                      api_key: str | None, timeout: float, retries: int, decoding: str, threads: int, engine: str,
-                     ray_address: str | None, workers: int | None, output: Path | None, labels: Path | None,
+                     ray_address: str | None, workers: int | None, server: str | None, output: Path | None, labels: Path | None,
                      mimic_notes: Path | None, db: Path | None, as_json: bool) -> None:
     """Score predictions against a dataset's gold codes: micro/macro and category P/R/F1, exact
     match, evidence token F1, and the recall after each program stage when the lines carry the
     program's "result". Notes without a prediction count as empty predictions.
 
-    Either --predictions FILE, or --program NAME [--model M] to code the dataset (resumable
-    with --output) and score it in one step."""
+    Either --predictions FILE, or --program NAME [--model M] (or --server URL) to code the
+    dataset (resumable with --output) and score it in one step."""
     from data.errors import DatasetError
     from data.specs import parse_spec
     from optimizers.evaluate import evaluate, read_predictions, read_results, stage_answers, stage_recall
     check_engine(engine, ray_address, workers, program_name is not None, "--program")
-    if (predictions is None) == (program_name is None):
+    if server is not None:
+        check_service_options(("predictions", *CODING_OPTIONS))
+        service = connect_service(server)
+    if (predictions is None) == (program_name is None) and server is None:
         raise DatasetError("give either --predictions FILE (score a file) or --program NAME --model M (run and score)")
     if predictions is not None and (model or api_base or output or threads != 1 or decoding != "auto"):
         raise DatasetError("--model, --api-base, --decoding, --threads and --output go with --program, not --predictions")
@@ -669,7 +675,13 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
         loaded = load_cli_dataset(dataset, labels, mimic_notes, validator)
         if not as_json:
             print_load_report(loaded)
-        if program_name is not None:
+        if server is not None:
+            from service.client import code_batch_remote
+
+            run = code_records(loaded.records, output, service.program, as_json, lambda output, advance: code_batch_remote(
+                service, loaded.records, output, timeout=timeout, on_note=advance))
+            predictions = run.output
+        elif program_name is not None:
             from programs.predictions import to_code
 
             if ahead is not None:
@@ -691,7 +703,8 @@ def evaluate_command(dataset: str, predictions: Path | None, program_name: str |
                     "load_report": loaded.report.as_dict()})
         return
     scores = result.scores
-    system = f"{program_name} ({model or 'none'})" if program_name else predictions.name
+    system = f"{service.program} ({service.model})" if server else f"{program_name} ({model or 'none'})" if program_name \
+        else predictions.name
     table = Table(title=f"{system} on {loaded.name} ({len(scores.notes)} notes)")
     for column in ("metric", "precision", "recall", "F1"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -750,18 +763,25 @@ def load_coding(program_name: str | None, kb, spec, engine: str, batch: bool, wa
 def run_program(program_name: str, kb, records, spec, output: Path | None, quiet: bool, *, engine: str, threads: int,
                 ray_address: str | None, workers: int | None):
     """Codes `records` with the program into `output` (a new temp file when None), resuming it."""
+    program, lm = load_coding(program_name, kb, spec, engine, batch=True)
+    return code_records(records, output, Path(program_name).stem, quiet, lambda output, advance: run_notes(
+        program, records, output, spec, lm, engine, threads, ray_address, workers, advance))
+
+
+def code_records(records, output: Path | None, name: str, quiet: bool, code):
+    """`code(output, on_note)` over `records`, into `output` (default: a new `name`.jsonl in the
+    temp dir), with how many notes are left to code and a progress bar."""
     import tempfile
 
     from programs.predictions import finished_ids
 
-    program, lm = load_coding(program_name, kb, spec, engine, batch=True)
-    output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{Path(program_name).stem}.jsonl"
+    output = output or Path(tempfile.mkdtemp(prefix="icd-evaluate-")) / f"{name}.jsonl"
     done = finished_ids(output)
     todo = sum(record.id not in done for record in records)
     if not quiet:
         err_console.print(f"Coding {todo} notes into {output} (a rerun with --output {output} resumes)", highlight=False)
     with notes_progress(todo, quiet) as advance:
-        return run_notes(program, records, output, spec, lm, engine, threads, ray_address, workers, advance)
+        return code(output, advance)
 
 
 def run_payload(run) -> dict:
@@ -882,7 +902,7 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
     if note is not None and output is not None:
         raise BatchError("--output goes with --input (a batch of notes); the codes of NOTE are printed")
     if server is not None:
-        check_service_options()
+        check_service_options((*CODING_OPTIONS, "db"))
         predict_with_service(server, note, input_spec, output, timeout, verbose, as_json)
         return
     with read_ahead(engine) as ahead:
@@ -903,29 +923,35 @@ def predict(note, program_name, model, api_base, api_key, timeout, retries, deco
                     program, records, output, spec, lm, engine, threads, ray_address, workers, on_note))
 
 
-SERVICE_OPTIONS = ("program_name", "model", "api_base", "api_key", "retries", "decoding", "threads", "engine",
-                   "ray_address", "workers", "db")
+CODING_OPTIONS = ("program_name", "model", "api_base", "api_key", "retries", "decoding", "threads", "engine", "ray_address",
+                  "workers")
 
 
-def check_service_options() -> None:
-    """With --server, the options that choose how notes are coded are the service's."""
+def check_service_options(refused: tuple[str, ...]) -> None:
+    """With --server, the options that choose how notes are coded (`refused`) are the service's."""
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
-    given = [param.opts[0] for param in ctx.command.params if param.name in SERVICE_OPTIONS
+    given = [param.opts[0] for param in ctx.command.params if param.name in refused
              and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE]
     if given:
         raise click.UsageError(f"{', '.join(given)} cannot go with --server: the coding service codes with the program, "
                                "model, threads and knowledge base it was started with")
 
 
+def connect_service(server: str):
+    from service.client import connect
+
+    return connect(server)
+
+
 def predict_with_service(server: str, note: str | None, input_spec: str | None, output: Path | None, timeout: float,
                          verbose: bool, as_json: bool) -> None:
     """predict's NOTE or batch, coded by the service at `server` (service.client)."""
     from programs.result import CodingResult
-    from service.client import code_batch_remote, code_note, connect
+    from service.client import code_batch_remote, code_note
 
-    service = connect(server)
+    service = connect_service(server)
     if note is not None:
         text = read_note_arg(note)
         print_result(CodingResult.from_dict(code_note(service, text, timeout=timeout)["result"]), as_json, verbose)

@@ -96,6 +96,28 @@ def test_one_note_coded_by_the_service_prints_as_predict_does(rules_service, kb_
     assert table.returncode == 0 and "E11.3293" in table.stdout and "rerank: 5 proposed" in table.stdout
 
 
+def test_evaluate_scores_what_the_service_codes_as_what_it_codes_here(rules_service, kb_path, tmp_path):
+    _, url = rules_service
+    dataset = tmp_path / "gold.jsonl"
+    gold = {"diabetes_followup": ["E11.3293", "I10", "E78.5"], "knee_injury": ["S83.241A"], "asthma_visit": ["J45.909"]}
+    dataset.write_text("".join(json.dumps({"id": i, "text": (EXAMPLES / f"{i}.txt").read_text(), "codes": codes}) + "\n"
+                               for i, codes in gold.items()))
+    there = run("evaluate", "--dataset", f"jsonl:{dataset}", "--server", url, "--output", tmp_path / "there.jsonl",
+                "--db", kb_path, "--json")
+    here = run("evaluate", "--dataset", f"jsonl:{dataset}", "--program", "medcoder", "--model", "none",
+               "--output", tmp_path / "here.jsonl", "--db", kb_path, "--json")
+    assert there.returncode == here.returncode == 0, there.stderr + here.stderr
+    scored, expected = json.loads(there.stdout), json.loads(here.stdout)
+    assert scored["micro"] == expected["micro"] and scored["stages"] == expected["stages"] and 0 < scored["micro"]["f1"] < 1
+    assert scored["run"]["written"] == 3 and lines(tmp_path / "there.jsonl") == lines(tmp_path / "here.jsonl")
+    table = run("evaluate", "--dataset", f"jsonl:{dataset}", "--server", url, "--output", tmp_path / "there.jsonl",
+                "--db", kb_path)
+    assert table.returncode == 0 and "medcoder (none) on" in table.stdout
+    assert "0 coded now, 3 already there" in " ".join(table.stdout.split())
+    refused = run("evaluate", "--dataset", f"jsonl:{dataset}", "--server", url, "--predictions", tmp_path / "here.jsonl")
+    assert refused.returncode == 2 and "--predictions cannot go with --server" in refused.stderr
+
+
 @pytest.mark.parametrize("option", [["--model", "none"], ["--program", "clh"], ["--threads", "2"], ["--db", "kb.duckdb"],
                                     ["--engine", "ray"]])
 def test_options_of_the_service_do_not_go_with_server(option, notes, tmp_path):
