@@ -1085,10 +1085,12 @@ def print_usage(usage: dict, cost: float | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on. Anything but loopback lets others on the network send notes (there is no login).")
 @db_option
-def serve_command(program_name, model, api_base, api_key, timeout, retries, decoding, threads, port, host, db) -> None:
+@json_option
+def serve_command(program_name, model, api_base, api_key, timeout, retries, decoding, threads, port, host, db, as_json) -> None:
     """Keep a program, its model and the knowledge base loaded, and code the notes sent over HTTP:
     POST /v1/code {"text": NOTE} answers the note's line as predict --output writes it, and
-    `predict --server URL` codes a note or a batch with it. Ctrl-C stops."""
+    `predict --server URL` codes a note or a batch with it. Ctrl-C stops. With --json, the line
+    printed once it listens is {"url", "program", "model", "threads"}."""
     from service.errors import ServiceError
 
     try:
@@ -1105,11 +1107,18 @@ def serve_command(program_name, model, api_base, api_key, timeout, retries, deco
         try:
             serve_app(lambda hosts: create_app(coder, allowed_hosts=hosts, log=request_log("service")), host, port,
                       exposes="can have notes coded with your model",
-                      ready=lambda url: f"Coding with {program.name} ({model}, {threads} threads) at [bold]{url}[/]: "
-                      f"POST /v1/code {{\"text\": NOTE}}, or predict --server {url}. Ctrl-C stops.",
+                      ready=lambda url: announce_service(url, program.name, model, threads, as_json),
                       stopped=lambda: f"Stopped: {coder.coded} notes coded")
         finally:
             coder.budget.close()
+
+
+def announce_service(url: str, program: str, model: str, threads: int, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"url": url, "program": program, "model": model, "threads": threads}))
+        return
+    console.print(f"Coding with {program} ({model}, {threads} threads) at [bold]{url}[/]: POST /v1/code "
+                  f'{{"text": NOTE}}, or predict --server {url}. Ctrl-C stops.', highlight=False, soft_wrap=True)
 
 
 # --- compile and compare ------------------------------------------------------------------
@@ -1440,15 +1449,15 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
         store.codes.warm()
         serve_app(lambda hosts: create_app(store, allowed_hosts=hosts, log=request_log("review")), host, port,
                   exposes="can read the notes and change decisions",
-                  ready=lambda url: f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; decisions saved to "
-                  f"{out}). Ctrl-C stops.",
+                  ready=lambda url: console.print(f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; "
+                                                  f"decisions saved to {out}). Ctrl-C stops.", highlight=False, soft_wrap=True),
                   stopped=lambda: f"Stopped: {store.progress()[0]} of {total} notes reviewed, in {out}")
 
 
 def serve_app(make_app, host: str, port: int, *, exposes: str, ready, stopped) -> None:
     """Serves `make_app(allowed_hosts)` (service.serving.run) until Ctrl-C: a warning first when
-    `host` is not loopback (anyone who can reach it `exposes`), the line `ready(url)` once it
-    listens, the line `stopped()` once it has stopped."""
+    `host` is not loopback (anyone who can reach it `exposes`), `ready(url)` once it listens, the
+    line `stopped()` once it has stopped."""
     from service.serving import is_loopback, run
 
     if not is_loopback(host):
@@ -1458,7 +1467,7 @@ def serve_app(make_app, host: str, port: int, *, exposes: str, ready, stopped) -
 
     def listening(url: str) -> None:
         served.append(url)
-        console.print(ready(url), highlight=False, soft_wrap=True)
+        ready(url)
 
     try:
         run(make_app, host, port, on_ready=listening)

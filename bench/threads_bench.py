@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -70,10 +69,10 @@ def run(args, server: TimedServer, threads: int, number: int, folder: Path) -> d
 @contextmanager
 def serving(model: list[str], env: dict) -> Iterator[str]:
     """A coding service with `model`, once it has loaded and listens: its URL."""
-    service = subprocess.Popen([sys.executable, "cli.py", "serve", *model, "--port", "0"], cwd=ROOT, env=env,
+    service = subprocess.Popen([sys.executable, "cli.py", "serve", *model, "--port", "0", "--json"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        yield re.search(r" at (http://\S+/): ", service.stdout.readline()).group(1)
+        yield json.loads(service.stdout.readline())["url"]
     finally:
         service.send_signal(signal.SIGINT)
         service.wait(timeout=60)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,17 +27,18 @@ EXAMPLES = REPO / "data" / "examples"
 
 @contextmanager
 def serving(*args: str, env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`cli.py serve ARGS --port 0` once it listens, and its URL; stopped with Ctrl-C after."""
-    process = subprocess.Popen([sys.executable, "cli.py", "serve", *args, "--port", "0"], cwd=REPO, env=env,
+    """`cli.py serve ARGS --port 0` once it listens, and its URL; stopped with Ctrl-C after (what
+    it wrote on stderr is then the process's `said`)."""
+    process = subprocess.Popen([sys.executable, "cli.py", "serve", *args, "--port", "0", "--json"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = process.stdout.readline()
-        assert ready.startswith("Coding with"), process.communicate(timeout=60)[1]
-        yield process, re.search(r" at (http://\S+/): ", ready).group(1)
+        assert ready.startswith('{"url": "http://127.0.0.1:'), process.communicate(timeout=60)[1]
+        yield process, json.loads(ready)["url"]
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
+        process.said = process.communicate(timeout=60)[1]  # what it wrote on stderr
 
 
 def run(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -83,6 +84,20 @@ def test_a_batch_coded_by_the_service_is_the_batch_coded_here(rules_service, kb_
     assert done.returncode == 0, done.stderr
     assert (json.loads(done.stdout)["written"], json.loads(done.stdout)["skipped"]) == (1, 2)
     assert lines(there) == lines(here)
+
+
+def test_the_service_says_where_and_what_it_codes_and_how_many_notes_it_coded(kb_path):
+    with serving("--model", "none", "--threads", "3", "--db", str(kb_path)) as (process, url):
+        assert urllib.request.urlopen(url + "v1/health", timeout=10).read() == \
+            b'{"program":"medcoder","model":"none","threads":3,"coded":0}'
+    said = [line for line in process.said.splitlines() if line]
+    assert process.returncode == 130 and said[-2:] == ["Stopped: 0 notes coded", "interrupted"]
+    text = subprocess.Popen([sys.executable, "cli.py", "serve", "--model", "none", "--port", "0", "--db", str(kb_path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = text.stdout.readline()
+    text.send_signal(signal.SIGINT)
+    text.communicate(timeout=60)
+    assert line.startswith("Coding with medcoder (none, 8 threads) at http://127.0.0.1:") and "predict --server" in line
 
 
 def test_one_note_coded_by_the_service_prints_as_predict_does(rules_service, kb_path):
