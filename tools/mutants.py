@@ -110,6 +110,8 @@ PLANTED = (
 # Surviving mutants that cannot change a result, keyed by target and mutant description.
 CANCEL = ("saves the LM calls of notes not yet started once the model has failed; a worker may already have "
           "started the next note, which is then saved, so no test can tell")
+AHEAD = ("notes handed out beyond the threads wait in the pool's queue, and a stop cancels them: how many wait "
+         "changes nothing a run writes")
 FIRST_NODE = "node 0 is the first chapter, whose own parent is -1: its children's grandparent is -1 either way"
 PERCENTILE = "another nearest-rank convention: the percentile moves by one of 1,000 or more sorted resamples"
 EQUIVALENT: dict[tuple[str, str], str] = {
@@ -126,6 +128,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("batch writer", "run_batch (line +23): delete `budget.close()`"):
         "the stage helpers also end when the budget is collected (ThreadPoolExecutor's workers hold it weakly); "
         "close() only ends them at once",
+    ("batch writer", "run_batch (line +21): `2` -> `3`"): AHEAD,
     ("batch writer", "code_record (line +9): `False` -> `True`"):
         "ensure_ascii only escapes non-ASCII characters: every JSON reader reads the same line",
     ("predictions file", "finished_ids (line +13): `except (ValueError, KeyError, TypeError):` -> `except Exception:`"):

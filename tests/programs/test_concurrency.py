@@ -165,3 +165,15 @@ def test_a_batch_with_more_threads_writes_the_lines_of_one_thread(kb, tmp_path):
         assert server.most_at_once > 3, "more calls at once than notes: a note's re-ranks at once"
     one = sorted((tmp_path / "one.jsonl").read_text().splitlines())
     assert one == sorted((tmp_path / "eight.jsonl").read_text().splitlines()) and len(one) == 3
+
+
+def test_a_batch_codes_as_many_notes_at_once_as_it_has_threads(kb, tmp_path):
+    program = build_program("medcoder", kb)
+    records = [NoteRecord(f"n{i}", problem_note(i, problems=1), ()) for i in range(8)]
+    with ScriptedServer(ECHO_SCRIPT, delay=0.2) as server:
+        lm = make_lm("scripted", server.url, cache=False, num_retries=0)
+        run_batch(program, records, tmp_path / "four.jsonl", lm, threads=4)
+    # a note of one problem is one call after another (extract, then its re-rank): only notes
+    # coded at once make calls at once
+    assert server.most_at_once == 4
+    assert len((tmp_path / "four.jsonl").read_text().splitlines()) == 8
