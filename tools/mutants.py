@@ -108,8 +108,6 @@ PLANTED = (
 )
 
 # Surviving mutants that cannot change a result, keyed by target and mutant description.
-CANCEL = ("saves the LM calls of notes not yet started once the model has failed; a worker may already have "
-          "started the next note, which is then saved, so no test can tell")
 AHEAD = ("notes handed out beyond the threads wait in the pool's queue, and a stop cancels them: how many wait "
          "changes nothing a run writes")
 FIRST_NODE = "node 0 is the first chapter, whose own parent is -1: its children's grandparent is -1 either way"

@@ -69,6 +69,17 @@ def test_a_failing_model_stops_the_batch_and_keeps_the_notes_written(kb, tmp_pat
     assert summary.cost == 0.0, "only this run's calls are priced (the scripted model has no price)"
 
 
+def test_no_note_starts_once_the_model_has_failed(kb, tmp_path):
+    records = [NoteRecord("first", "Assessment: OUTAGE. Essential hypertension, above goal.", ())] + [
+        NoteRecord(f"n{i}", "Assessment: Essential hypertension, above goal.", ()) for i in range(12)]
+    with Outage() as server:
+        lm = make_lm("hosted_vllm/scripted", server.url, cache=False, num_retries=0)
+        with pytest.raises(ModelError, match=r"of 13 notes are saved"):
+            run_batch(MedCoder(kb), records, tmp_path / "out.jsonl", lm, threads=1)
+    # one thread: the failing note, and the one note handed out ahead of it, are all that start
+    assert 1 <= len(server.requests) <= 3
+
+
 def test_a_batch_with_no_model_codes_by_the_rules(kb, tmp_path):
     out = tmp_path / "preds.jsonl"
     notes = [NoteRecord(r.id, r.text.replace("Assessment: ", "ASSESSMENT AND PLAN:\n1. "), ()) for r in NOTES[:2]]
