@@ -154,15 +154,19 @@ def test_a_notes_calls_at_once_give_the_codes_and_trace_of_a_sequential_run(kb, 
     assert len(concurrent.codes) >= 3 and concurrent.usage
 
 
+def calls_at_once(program, records, output, threads: int, delay: float) -> int:
+    """The most calls the scripted server answered at once while `run_batch` coded `records`."""
+    with ScriptedServer(ECHO_SCRIPT, delay=delay) as server:
+        run_batch(program, records, output, make_lm("scripted", server.url, cache=False, num_retries=0), threads=threads)
+    return server.most_at_once
+
+
 def test_a_batch_with_more_threads_writes_the_lines_of_one_thread(kb, tmp_path):
     program = build_program("medcoder", kb)
     records = [NoteRecord(f"n{i}", problem_note(i, problems=4), ()) for i in range(3)]
-    with ScriptedServer(ECHO_SCRIPT, delay=0.1) as server:
-        lm = make_lm("scripted", server.url, cache=False, num_retries=0)
-        run_batch(program, records, tmp_path / "one.jsonl", lm, threads=1)
-        assert server.most_at_once == 1
-        run_batch(program, records, tmp_path / "eight.jsonl", lm, threads=8)
-        assert server.most_at_once > 3, "more calls at once than notes: a note's re-ranks at once"
+    assert calls_at_once(program, records, tmp_path / "one.jsonl", threads=1, delay=0.1) == 1
+    assert calls_at_once(program, records, tmp_path / "eight.jsonl", threads=8, delay=0.1) > 3, \
+        "more calls at once than notes: a note's re-ranks at once"
     one = sorted((tmp_path / "one.jsonl").read_text().splitlines())
     assert one == sorted((tmp_path / "eight.jsonl").read_text().splitlines()) and len(one) == 3
 
@@ -170,10 +174,7 @@ def test_a_batch_with_more_threads_writes_the_lines_of_one_thread(kb, tmp_path):
 def test_a_batch_codes_as_many_notes_at_once_as_it_has_threads(kb, tmp_path):
     program = build_program("medcoder", kb)
     records = [NoteRecord(f"n{i}", problem_note(i, problems=1), ()) for i in range(8)]
-    with ScriptedServer(ECHO_SCRIPT, delay=0.2) as server:
-        lm = make_lm("scripted", server.url, cache=False, num_retries=0)
-        run_batch(program, records, tmp_path / "four.jsonl", lm, threads=4)
     # a note of one problem is one call after another (extract, then its re-rank): only notes
     # coded at once make calls at once
-    assert server.most_at_once == 4
+    assert calls_at_once(program, records, tmp_path / "four.jsonl", threads=4, delay=0.2) == 4
     assert len((tmp_path / "four.jsonl").read_text().splitlines()) == 8
