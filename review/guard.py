@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Collection
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.serving import logged
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SECURITY_HEADERS = [
@@ -40,25 +41,9 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 0
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
-            await send(message)
-
         refusal = self.refusal(scope)
-        try:
-            if refusal:
-                await PlainTextResponse(refusal[1], status_code=refusal[0])(scope, receive, send_with_headers)
-            else:
-                await self.app(scope, receive, send_with_headers)
-        finally:
-            self.log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status or 500,
-                          (time.perf_counter() - started) * 1000)
+        respond = PlainTextResponse(refusal[1], status_code=refusal[0]) if refusal else self.app
+        await logged(respond, scope, receive, send, self.log, SECURITY_HEADERS)
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """(status, message) when the request must not reach the app."""

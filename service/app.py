@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from threading import Lock
@@ -31,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from programs.base import CodingProgram
 from programs.batch import code_record
 from programs.concurrency import Budget
+from service.serving import logged
 
 MAX_NOTE_BYTES = 8 * 1024 * 1024
 CODE_BODY = '{"text": NOTE, "id": ID (optional)}'
@@ -96,22 +96,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), 500
-
-        async def sending(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         headers = Headers(scope=scope)
-        try:
-            if self.allowed_hosts is not None and headers.get("host", "").lower() not in self.allowed_hosts:
-                await JSONResponse({"error": "unknown host: call the address `serve` printed"}, 421)(scope, receive, sending)
-            elif "origin" in headers or "sec-fetch-site" in headers:
-                await JSONResponse({"error": "refused: the coding service answers programs, not web pages"}, 403)(
-                    scope, receive, sending)
-            else:
-                await self.app(scope, receive, sending)
-        finally:
-            self.log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000)
+        if self.allowed_hosts is not None and headers.get("host", "").lower() not in self.allowed_hosts:
+            respond = JSONResponse({"error": "unknown host: call the address `serve` printed"}, 421)
+        elif "origin" in headers or "sec-fetch-site" in headers:
+            respond = JSONResponse({"error": "refused: the coding service answers programs, not web pages"}, 403)
+        else:
+            respond = self.app
+        await logged(respond, scope, receive, send, self.log)

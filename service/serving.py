@@ -8,7 +8,8 @@ import ipaddress
 import logging
 import socket
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from service.errors import ServiceError
 
@@ -66,6 +67,26 @@ def request_log(name: str) -> logging.Logger:
         log.setLevel(logging.INFO)
         log.propagate = False
     return log
+
+
+async def logged(respond: Callable[..., Awaitable[None]], scope: dict, receive: Callable, send: Callable,
+                 log: logging.Logger, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """The ASGI app `respond` (the app, or a refusal) answering the request, with `headers` added
+    to its response, and its method, path, status and time logged: never the query string or
+    the body, which may hold a note's words."""
+    started, status = time.perf_counter(), 500
+
+    async def sending(message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message["headers"] = list(message.get("headers", [])) + list(headers)
+        await send(message)
+
+    try:
+        await respond(scope, receive, sending)
+    finally:
+        log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000)
 
 
 def run(make_app: Callable[[set[str] | None], object], host: str, port: int, *, on_ready: Callable[[str], None]) -> None:
