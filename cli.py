@@ -1446,8 +1446,12 @@ def review_command(dataset: str, predictions: Path, out: Path, port: int, host: 
                               f"{', '.join(unknown[:10])}", highlight=False)
         store = ReviewStore(loaded.records, predicted, out, CodeBook(kb), reviewer)
         reviewed, total = store.progress()
-        store.codes.warm()
-        serve_app(lambda hosts: create_app(store, allowed_hosts=hosts, log=request_log("review")), host, port,
+
+        def make_app(hosts):  # once the socket is bound: a port in use is said before the codes load
+            store.codes.warm()
+            return create_app(store, allowed_hosts=hosts, log=request_log("review"))
+
+        serve_app(make_app, host, port,
                   exposes="can read the notes and change decisions",
                   ready=lambda url: console.print(f"Review at [bold]{url}[/] ({reviewed} of {total} notes reviewed; "
                                                   f"decisions saved to {out}). Ctrl-C stops.", highlight=False, soft_wrap=True),
